@@ -1,0 +1,6 @@
+"""``python -m knntools`` entry point."""
+
+from knntools.cli import main
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,91 @@
+"""The ``knntools`` command-line interface.
+
+Commands are registered explicitly in :data:`COMMANDS` (only finished commands). Importing this
+package must stay fast: no torch, hnswlib or scikit-learn at import time (shell completion re-runs
+the program on every TAB); command modules import heavy libraries inside their functions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+from typing import Any, Optional
+
+import typer
+
+from knntools import __version__
+
+#: (command name, module, function) — the explicit registration list, in help order.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("noise", "knntools.cli.noise", "noise_cli"),
+    ("info", "knntools.cli.info", "info_cli"),
+    ("features", "knntools.cli.features", "features_cli"),
+]
+
+app = typer.Typer(
+    name="knntools",
+    help="Composable tools for deep k-nearest-neighbour methods: train a network, dump its activations "
+    "to HDF5, index them, and run DkNN, LaSeNN, kNet, seq2knn and probes on them.",
+    epilog="Every command reads and writes knntools HDF5 files; `knntools info FILE` shows one. "
+    "Machine output goes to stdout (--json), messages to stderr.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"knntools {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(None, "--version", help="Print the version and exit.", callback=_version_callback, is_eager=True),
+) -> None:
+    """Composable tools for deep k-nearest-neighbour methods."""
+
+
+def _register() -> None:
+    for name, module_name, func_name in COMMANDS:
+        module = importlib.import_module(module_name)
+        func = getattr(module, func_name)
+        app.command(name, epilog=getattr(module, "EPILOG", None), help=getattr(module, "HELP", None), no_args_is_help=getattr(module, "NO_ARGS_IS_HELP", False))(func)
+
+
+_register()
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console-script entry point: run the app, turn usage errors into one-line messages (exit 2)."""
+    from knntools.cli._compat import ClickException, UsageError
+    from knntools.cli._errors import error_line
+    from knntools.io import h5
+
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `knntools … --json | head` stays quiet
+    args = list(sys.argv[1:] if argv is None else argv)
+    h5.set_command_line(["knntools", *args])
+    try:
+        rv: Any = app(args=args, prog_name="knntools", standalone_mode=False)
+    except UsageError as exc:
+        ctx = exc.ctx
+        cmd = ctx.info_name if ctx is not None and ctx.info_name != "knntools" else None
+        where = cmd or "knntools"
+        print(error_line(where, exc.format_message()) if cmd else f"knntools: error: {exc.format_message()}", file=sys.stderr)
+        hint = f"knntools {cmd} --help" if cmd else "knntools --help"
+        print(f"Try '{hint}' for help.", file=sys.stderr)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        print("knntools: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except ClickException as exc:
+        print(f"knntools: error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 1))
+    except typer.Exit as exc:
+        sys.exit(getattr(exc, "exit_code", 0))
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,341 @@
+"""Dataset loading: bundled scikit-learn sets, torchvision image sets (offline or downloaded), tables.
+
+Image sets are returned in memory as float32 ``[N, C, H, W]`` in ``[0, 1]`` (small image sets
+belong in memory: a DataLoader over PIL images costs more than the model on CPU, see design.md §6).
+
+Names
+-----
+``digits`` (default, bundled with scikit-learn, 8×8, 1797 samples), ``breast-cancer``, ``wine``,
+``iris`` (bundled tabular sets), and torchvision's ``mnist``, ``fashion-mnist``, ``kmnist``,
+``cifar10``, ``cifar100``, ``svhn``.
+
+Splits of the bundled sets
+--------------------------
+scikit-learn's bundled sets have no train/test split; knntools uses a fixed stratified split
+(``train_test_split(test_size=0.25, stratify=y, random_state=0)``), so ``train`` and ``test`` are
+the same on every machine; ``ids`` are row numbers in the original set.
+
+Offline image data
+------------------
+MNIST-like sets are read straight from the raw IDX files (``train-images-idx3-ubyte[.gz]``,
+``t10k-...``) found in ``--data-dir`` itself (Debian's ``dataset-fashion-mnist`` layout in
+``/usr/share/datasets/fashion-mnist``) or in torchvision's ``<data-dir>/<Name>/raw`` layout.
+CIFAR and SVHN use torchvision's on-disk layouts. ``download=True`` lets torchvision fetch them.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from knntools.errors import InputError
+
+BUNDLED = ("digits", "breast-cancer", "wine", "iris")
+TORCHVISION = ("mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "svhn")
+DATASETS = BUNDLED + TORCHVISION
+SPLITS = ("train", "test")
+
+#: Where a dataset is looked for when no --data-dir is given (first existing wins).
+DEBIAN_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
+
+_IDX_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
+_CLASSES = {
+    "mnist": [str(i) for i in range(10)],
+    "svhn": [str(i) for i in range(10)],
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "kmnist": ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
+
+@dataclass
+class Dataset:
+    """An in-memory dataset split.
+
+    Attributes
+    ----------
+    name : str
+    split : str            "train" or "test"
+    X : ndarray            float32; images [N, C, H, W] in [0, 1], tables [N, D]
+    y : ndarray            int64 [N], in [0, n_classes)
+    classes : list of str  class names, index = label
+    ids : ndarray          int64 [N], row of each sample in its source split
+    kind : str             "image" or "tabular"
+    feature_names : list of str   tabular column names (empty for images)
+    """
+
+    name: str
+    split: str
+    X: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    ids: np.ndarray
+    kind: str = "image"
+    feature_names: list[str] = field(default_factory=list)
+
+    @property
+    def n_samples(self) -> int:
+        return int(len(self.y))
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-sample shape, e.g. (1, 28, 28) or (30,)."""
+        return tuple(int(s) for s in self.X.shape[1:])
+
+
+def default_data_dir(name: str) -> Path:
+    """Default folder for ``name``: ``$KNNTOOLS_DATA/<name>`` or ``~/.cache/knntools/<name>``,
+    or Debian's dataset folder when it exists."""
+    deb = DEBIAN_DIRS.get(name)
+    if deb and Path(deb).is_dir() and not os.environ.get("KNNTOOLS_DATA"):
+        return Path(deb)
+    root = Path(os.environ.get("KNNTOOLS_DATA", Path.home() / ".cache" / "knntools"))
+    return root / name
+
+
+def load_dataset(name: str = "digits", *, split: str = "train", data_dir: str | os.PathLike | None = None, download: bool = False) -> Dataset:
+    """Load a dataset split by name.
+
+    Parameters
+    ----------
+    name : str, default "digits"
+        One of :data:`DATASETS`, or a path to a ``.csv``/``.npz``/features ``.h5`` table
+        (see :func:`load_table`).
+    split : {"train", "test"}
+    data_dir : path, optional
+        Folder of a torchvision set (default :func:`default_data_dir`). Ignored for bundled sets.
+    download : bool, default False
+        Let torchvision download missing files into ``data_dir``.
+
+    Raises
+    ------
+    InputError
+        Unknown name or split, missing data dir, or data files not found (and no ``download``).
+    """
+    if split not in SPLITS:
+        raise InputError(f"split '{split}' is unknown; expected one of {', '.join(SPLITS)}")
+    if name not in DATASETS:
+        if Path(name).suffix.lower() in (".csv", ".npz", ".h5", ".hdf5"):
+            return load_table(name)
+        raise InputError(f"dataset '{name}' is unknown; expected one of {', '.join(DATASETS)} or a .csv/.npz/.h5 table")
+    if name in BUNDLED:
+        return _load_bundled(name, split)
+    ddir = Path(data_dir) if data_dir is not None else default_data_dir(name)
+    if data_dir is not None and not ddir.is_dir() and not download:
+        raise InputError(f"--data-dir {ddir}: no such folder; expected the folder holding the {name} files (or pass --download)")
+    if name in _IDX_NAMES:
+        return _load_idx_set(name, split, ddir, download)
+    return _load_torchvision(name, split, ddir, download)
+
+
+def _stratified_split(y: np.ndarray, split: str) -> np.ndarray:
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    tr, te = train_test_split(idx, test_size=0.25, stratify=y, random_state=0)
+    return np.sort(tr if split == "train" else te)
+
+
+def _load_bundled(name: str, split: str) -> Dataset:
+    from sklearn import datasets as skd
+
+    if name == "digits":
+        b = skd.load_digits()
+        X = (b.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+        classes, kind, fnames = [str(int(c)) for c in b.target_names], "image", []
+    else:
+        loader = {"breast-cancer": skd.load_breast_cancer, "wine": skd.load_wine, "iris": skd.load_iris}[name]
+        b = loader()
+        X = b.data.astype(np.float32)
+        classes, kind, fnames = [str(c) for c in b.target_names], "tabular", [str(f) for f in b.feature_names]
+    y = b.target.astype(np.int64)
+    rows = _stratified_split(y, split)
+    return Dataset(name, split, np.ascontiguousarray(X[rows]), y[rows], classes, rows.astype(np.int64), kind, fnames)
+
+
+def _find_idx(ddir: Path, stem: str) -> Path | None:
+    for folder in (ddir, ddir / "raw"):
+        for suffix in ("", ".gz"):
+            p = folder / f"{stem}{suffix}"
+            if p.is_file():
+                return p
+    return None
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed) into a uint8 array.
+
+    Raises
+    ------
+    InputError
+        Bad magic number or truncated file.
+    """
+    p = Path(path)
+    opener = gzip.open if p.suffix == ".gz" else open
+    try:
+        with opener(p, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read IDX file ({exc})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise InputError(f"{p}: not an unsigned-byte IDX file (bad magic number)")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    n = int(np.prod(dims))
+    if len(data) - offset < n:
+        raise InputError(f"{p}: truncated IDX file (expected {n} values, found {len(data) - offset})")
+    return np.frombuffer(data, dtype=np.uint8, count=n, offset=offset).reshape(dims)
+
+
+def _load_idx_set(name: str, split: str, ddir: Path, download: bool) -> Dataset:
+    prefix = "train" if split == "train" else "t10k"
+    candidates = [ddir, ddir / _IDX_NAMES[name]]
+    found = None
+    for c in candidates:
+        img, lab = _find_idx(c, f"{prefix}-images-idx3-ubyte"), _find_idx(c, f"{prefix}-labels-idx1-ubyte")
+        if img and lab:
+            found = (img, lab)
+            break
+    if found is None and download:
+        import torchvision.datasets as tvd
+
+        cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "kmnist": tvd.KMNIST}[name]
+        try:
+            cls(str(ddir), train=split == "train", download=True)
+        except Exception as exc:  # network errors etc.
+            from knntools.errors import KnnToolsError
+
+            raise KnnToolsError(f"{name}: download into {ddir} failed ({str(exc).splitlines()[0][:160]})") from None
+        return _load_idx_set(name, split, ddir, False)
+    if found is None:
+        raise InputError(
+            f"--data-dir {ddir}: {prefix}-images-idx3-ubyte[.gz] and {prefix}-labels-idx1-ubyte[.gz] not found "
+            f"(looked in {ddir} and {ddir / _IDX_NAMES[name]}/raw); expected the {name} IDX files, or pass --download"
+        )
+    images, labels = read_idx(found[0]), read_idx(found[1]).astype(np.int64)
+    if len(images) != len(labels):
+        raise InputError(f"{found[0]}: {len(images)} images but {found[1]} has {len(labels)} labels; expected equal counts")
+    X = (images.astype(np.float32) / 255.0)[:, None, :, :]
+    return Dataset(name, split, X, labels, list(_CLASSES[name]), np.arange(len(labels), dtype=np.int64), "image")
+
+
+def _load_torchvision(name: str, split: str, ddir: Path, download: bool) -> Dataset:
+    import torchvision.datasets as tvd
+
+    try:
+        if name in ("cifar10", "cifar100"):
+            cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+            ds = cls(str(ddir), train=split == "train", download=download)
+            X, y, classes = np.asarray(ds.data), np.asarray(ds.targets), list(ds.classes)
+            X = X.transpose(0, 3, 1, 2)  # NHWC -> NCHW
+        else:  # svhn
+            ds = tvd.SVHN(str(ddir), split=split, download=download)
+            X, y, classes = np.asarray(ds.data), np.asarray(ds.labels), list(_CLASSES["svhn"])
+    except RuntimeError as exc:
+        raise InputError(f"--data-dir {ddir}: {name} files not found or corrupt ({str(exc).splitlines()[0][:160]}); pass --download or point --data-dir at them") from None
+    X = X.astype(np.float32) / 255.0
+    y = y.astype(np.int64)
+    return Dataset(name, split, np.ascontiguousarray(X), y, classes, np.arange(len(y), dtype=np.int64), "image")
+
+
+def load_table(path: str | os.PathLike, *, label_column: str | None = None) -> Dataset:
+    """Load a tabular dataset from CSV, NPZ or a knntools ``features`` file.
+
+    CSV: header row required; ``label_column`` names the label column (default: a column named
+    ``label``/``target``/``class``/``y``, else the last column). Non-numeric labels are mapped to
+    ints by sorted order of their string values; the names become ``classes``.
+    NPZ: arrays ``X``/``features`` and ``y``/``labels``; optional ``classes``, ``feature_names``.
+
+    Returns
+    -------
+    Dataset with ``kind="tabular"``, ``split="train"``, X float32 [N, D], y int64 [N].
+
+    Raises
+    ------
+    InputError
+        Missing file/columns, non-numeric features, non-finite values.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file")
+    suffix = p.suffix.lower()
+    feature_names: list[str] = []
+    classes: list[str] | None = None
+    if suffix == ".csv":
+        with open(p, newline="") as fh:
+            rows = list(csv.reader(fh))
+        if len(rows) < 2:
+            raise InputError(f"{p}: expected a header row and at least one data row")
+        header = [h.strip() for h in rows[0]]
+        if label_column is None:
+            lc = next((h for h in header if h.lower() in ("label", "target", "class", "y")), header[-1])
+        else:
+            lc = label_column
+        if lc not in header:
+            raise InputError(f"{p}: label column '{lc}' not found (columns: {', '.join(header)})")
+        li = header.index(lc)
+        feature_names = [h for i, h in enumerate(header) if i != li]
+        body = [r for r in rows[1:] if r]
+        raw_labels = [r[li].strip() for r in body]
+        try:
+            X = np.array([[float(v) for i, v in enumerate(r) if i != li] for r in body], dtype=np.float32)
+        except ValueError as exc:
+            raise InputError(f"{p}: non-numeric feature value ({exc}); expected numbers in every column but '{lc}'") from None
+        y, classes = _encode_labels(np.array(raw_labels))
+    elif suffix == ".npz":
+        z = np.load(p, allow_pickle=False)
+        xk = next((k for k in ("X", "features") if k in z), None)
+        yk = next((k for k in ("y", "labels") if k in z), None)
+        if xk is None or yk is None:
+            raise InputError(f"{p}: expected arrays 'X' (or 'features') and 'y' (or 'labels'); found {', '.join(z.files)}")
+        X = np.asarray(z[xk], dtype=np.float32).reshape(len(z[xk]), -1)
+        y, classes = _encode_labels(np.asarray(z[yk]))
+        if "classes" in z:
+            classes = [str(c) for c in z["classes"]]
+        if "feature_names" in z:
+            feature_names = [str(c) for c in z["feature_names"]]
+    elif suffix in (".h5", ".hdf5"):
+        from knntools.io.h5 import KFile
+
+        with KFile(p, "features") as kf:
+            X = kf.read("features", dtype=np.float32)
+            y = kf.read_labels()
+            classes = kf.classes
+            feature_names = [str(c) for c in (kf.attrs.get("feature_names") or [])]
+            ids = kf.read("ids") if kf.has("ids") else np.arange(len(y))
+        return Dataset(p.stem, "train", X, y, classes, ids.astype(np.int64), "tabular", feature_names)
+    else:
+        raise InputError(f"{p}: unknown table format '{suffix}'; expected .csv, .npz or a knntools features .h5")
+    if len(X) != len(y):
+        raise InputError(f"{p}: {len(X)} feature rows but {len(y)} labels; expected equal counts")
+    if not np.isfinite(X).all():
+        bad = int(np.argwhere(~np.isfinite(X))[0][0])
+        raise InputError(f"{p}: non-finite feature value at row {bad}; expected finite numbers")
+    return Dataset(p.stem, "train", X, y, list(classes or []), np.arange(len(y), dtype=np.int64), "tabular", feature_names)
+
+
+def _encode_labels(raw: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Map raw labels to int64 codes 0..C-1. Integer labels 0..C-1 are kept as they are."""
+    if raw.dtype.kind in "iu" or (raw.dtype.kind == "U" and all(s.lstrip("-").isdigit() for s in raw)):
+        ints = raw.astype(np.int64)
+        if ints.size and ints.min() >= 0:
+            c = int(ints.max()) + 1
+            return ints, [str(i) for i in range(c)]
+    uniq, codes = np.unique(raw.astype(str), return_inverse=True)
+    return codes.astype(np.int64), [str(u) for u in uniq]
+
+
+def dataset_attrs(ds: Dataset) -> dict[str, Any]:
+    """Root attributes describing a dataset split, for output files."""
+    return {"dataset": ds.name, "split": ds.split, "classes": list(ds.classes)}
