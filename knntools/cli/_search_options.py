@@ -127,7 +127,8 @@ def search_params(
 ) -> dict[str, Any]:
     """Turn the shared CLI options into ``make_index(backend, **params)`` keyword arguments.
 
-    Options left at ``None`` are omitted (the backend's defaults apply). ``seed`` goes to hnsw only
+    Options left at ``None`` are omitted (the backend's defaults apply); ``num_threads=0`` means
+    all cores. ``seed`` goes to hnsw only
     (exact search has no randomness); ``device`` goes to exact only (hnswlib runs on CPU).
 
     Raises
@@ -147,7 +148,7 @@ def search_params(
             raise InputError(f"{', '.join(bad)} only apply to --backend hnsw (got --backend {backend})")
         if device is not None:
             params["device"] = device
-    if num_threads is not None:
+    if num_threads:  # None or 0 (the shared --num-threads flag's "all cores") -> backend default
         params["num_threads"] = int(num_threads)
     return params
 

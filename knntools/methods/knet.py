@@ -1,0 +1,578 @@
+"""kNet: distil a k-nearest-neighbour classifier on a network's embedding into a tiny network.
+
+Mizrahi & Avidan, *kNet: A Deep kNN Network To Handle Label Noise*. A preliminary network is
+trained on (noisy) labels; kNN in its penultimate layer is robust to the noise but must store the
+whole training set. kNet is a two-layer fully connected network that takes a sample's embedding
+``x`` *and* the desired ``k`` and predicts the normalised vote vector kNN would produce (§3), so the
+training set can be discarded after distillation.
+
+Architecture (paper Table 1)::
+
+    input [x, k_enc] (d + 1) -> FC(d + 1 -> h) -> ReLU -> BatchNorm1d(h) -> FC(h -> L) -> softmax
+
+with ``h = d / 16`` in the paper (:func:`default_hidden`: ``max(1, ceil(d / 16))``; any width can be
+chosen) and ``L`` the number of classes. ``k`` enters as one extra input feature,
+``k_enc = k / k_scale`` (:data:`K_ENCODING`), where ``k_scale`` is the upper end of the training
+k range (101 for the paper's ``[1, 101]``; the fixed k for a *fixed kNet*).
+
+Targets (§3, §4): for every training sample, its ``k_max`` nearest *other* training samples in the
+chosen layer are found once (through :mod:`knntools.search`); the target for a given ``k`` is the
+vote vector of the first ``k`` neighbours' (noisy) labels divided by ``k``. The per-k vote counts
+are kept as cumulative counts ``[n, k_max, L]`` (:func:`cumulative_votes`) so a target is one
+lookup. ``include_self=True`` counts the sample itself as its own first neighbour (then the k-th
+target uses the sample and its k − 1 nearest others); the paper's kNN on the training set is
+usually taken without the query itself, which is the default.
+
+Training (§3, §4): each sample of each mini-batch gets a random ``k`` uniform in
+``[k_low, k_high]`` (the paper: [1, 101]) — or one fixed ``k`` for *fixed kNet* — and the loss is
+the cross-entropy against the soft target, ``-sum_c t_c log softmax(z)_c`` (the paper found it
+converges faster than KL divergence, with which it shares the gradient). Adam optimiser.
+
+Everything here works on arrays; nothing reads files or prints. Randomness comes from ``seed``
+only (the global torch RNG state is left as it was).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from knntools.errors import InputError
+
+#: How ``k`` is fed to the network (recorded in checkpoints).
+K_ENCODING = "k / k_scale"
+#: Identifies a kNet checkpoint (``torch.load(weights_only=True)`` gives a plain dict).
+CHECKPOINT_FORMAT = "knntools-knet"
+CHECKPOINT_VERSION = 1
+#: Paper defaults (§4): k drawn uniformly from [1, 101].
+DEFAULT_K_RANGE = (1, 101)
+
+
+# --------------------------------------------------------------------------------------------
+# Targets: kNN votes
+# --------------------------------------------------------------------------------------------
+
+
+def check_k_range(k_low: int, k_high: int, n_train: int, *, include_self: bool = False, option: str = "--k-range") -> tuple[int, int]:
+    """Validate a training k range against the number of training samples.
+
+    Parameters
+    ----------
+    k_low, k_high : int
+        Inclusive range, ``1 <= k_low <= k_high``.
+    n_train : int
+        Training samples. Without ``include_self`` at most ``n_train - 1`` other samples exist.
+
+    Raises
+    ------
+    InputError
+        A bound outside ``[1, n_train - 1]`` (``[1, n_train]`` with ``include_self``) or ``k_low > k_high``.
+    """
+    top = n_train if include_self else n_train - 1
+    if k_low < 1 or k_high < k_low or k_high > top:
+        raise InputError(f"{option} {k_low}:{k_high}: expected 1 <= LOW <= HIGH <= {top} "
+                         f"({n_train} training samples{'' if include_self else ', minus the sample itself'})")
+    return int(k_low), int(k_high)
+
+
+def neighbor_labels_from_indices(indices: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Labels of neighbours: ``labels[indices]``.
+
+    Parameters
+    ----------
+    indices : ndarray (n, k) int64, rows of the training set, nearest first
+    labels : ndarray (n_train,) int64 in [0, L)
+
+    Returns
+    -------
+    ndarray (n, k) int64
+    """
+    return np.asarray(labels, dtype=np.int64)[np.asarray(indices, dtype=np.int64)]
+
+
+def training_neighbors(index: Any, k_max: int, *, include_self: bool = False) -> np.ndarray:
+    """Indices of each training sample's ``k_max`` nearest training samples, nearest first.
+
+    Parameters
+    ----------
+    index : NeighborIndex
+        Fitted on the training rows (see :func:`knntools.search.make_index`).
+    k_max : int
+        Neighbours per sample.
+    include_self : bool, default False
+        Put the sample itself first and fill the other ``k_max - 1`` slots with its nearest other
+        samples; by default the sample is excluded (``index.kneighbors(None, k_max)``).
+
+    Returns
+    -------
+    ndarray (n_train, k_max) int64
+    """
+    n = int(index.n_samples_)
+    if include_self:
+        own = np.arange(n, dtype=np.int64)[:, None]
+        if k_max == 1:
+            return own
+        _, idx = index.kneighbors(None, k_max - 1)
+        return np.concatenate([own, idx.astype(np.int64)], axis=1)
+    _, idx = index.kneighbors(None, k_max)
+    return idx.astype(np.int64)
+
+
+def cumulative_votes(neighbor_labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Cumulative class counts of the first 1..k_max neighbours.
+
+    Parameters
+    ----------
+    neighbor_labels : ndarray (n, k_max) int, nearest first, values in [0, n_classes)
+    n_classes : int
+
+    Returns
+    -------
+    ndarray (n, k_max, n_classes), unsigned integer (uint8 when k_max <= 255, else uint16/uint32)
+        ``out[i, k - 1, c]`` = number of the first ``k`` neighbours of ``i`` labelled ``c``; the
+        kNN target for ``k`` is ``out[i, k - 1] / k``.
+    """
+    nl = np.asarray(neighbor_labels, dtype=np.int64)
+    n, k_max = nl.shape
+    dtype = np.uint8 if k_max <= 255 else (np.uint16 if k_max <= 65535 else np.uint32)
+    onehot = np.zeros((n, k_max, n_classes), dtype=dtype)
+    np.put_along_axis(onehot, nl[:, :, None], 1, axis=2)
+    return np.cumsum(onehot, axis=1, dtype=dtype)
+
+
+def vote_targets(cum: np.ndarray | torch.Tensor, rows: Any, ks: Any) -> np.ndarray | torch.Tensor:
+    """Normalised kNN vote vectors for ``(row, k)`` pairs: ``cum[rows, ks - 1] / ks``.
+
+    Parameters
+    ----------
+    cum : (n, k_max, L) cumulative counts from :func:`cumulative_votes` (ndarray or tensor)
+    rows : (m,) int rows
+    ks : (m,) int, each in [1, k_max]
+
+    Returns
+    -------
+    (m, L) float32, rows sum to 1 (same array library as ``cum``)
+    """
+    if isinstance(cum, torch.Tensor):
+        rows_t = torch.as_tensor(rows, dtype=torch.long, device=cum.device)
+        ks_t = torch.as_tensor(ks, dtype=torch.long, device=cum.device)
+        return cum[rows_t, ks_t - 1].float() / ks_t[:, None].float()
+    rows = np.asarray(rows, dtype=np.int64)
+    ks = np.asarray(ks, dtype=np.int64)
+    return (cum[rows, ks - 1].astype(np.float32) / ks[:, None].astype(np.float32)).astype(np.float32)
+
+
+def knn_vote(neighbor_labels: np.ndarray, k: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Plain kNN: normalised votes of the first ``k`` neighbours and the predicted class.
+
+    Ties between classes with the same count are broken in favour of the class whose first
+    vote comes from the nearer neighbour (so ``k = 2`` with two different labels predicts the
+    nearest neighbour's label, as ``k = 1`` does).
+
+    Parameters
+    ----------
+    neighbor_labels : ndarray (n, >= k) int, nearest first
+    k : int, >= 1
+    n_classes : int
+
+    Returns
+    -------
+    proba : ndarray (n, n_classes) float32, rows sum to 1
+    pred : ndarray (n,) int64
+    """
+    nl = np.asarray(neighbor_labels, dtype=np.int64)[:, :k]
+    n = len(nl)
+    counts = np.zeros((n, n_classes), dtype=np.int64)
+    np.add.at(counts, (np.repeat(np.arange(n), k), nl.ravel()), 1)
+    first = np.full((n, n_classes), k, dtype=np.int64)  # position of each class's nearest vote
+    np.minimum.at(first, (np.repeat(np.arange(n), k), nl.ravel()), np.tile(np.arange(k), n))
+    key = counts * (k + 1) - first
+    pred = key.argmax(axis=1).astype(np.int64)
+    return (counts / float(k)).astype(np.float32), pred
+
+
+# --------------------------------------------------------------------------------------------
+# The network
+# --------------------------------------------------------------------------------------------
+
+
+def default_hidden(d: int) -> int:
+    """Hidden width of Table 1, ``d / 16``, rounded up and at least 1."""
+    return max(1, math.ceil(int(d) / 16))
+
+
+class KNet(nn.Module):
+    """kNet (paper Table 1): FC(d+1 → h) · ReLU · BatchNorm1d(h) · FC(h → L) (· softmax).
+
+    Parameters
+    ----------
+    d : int
+        Input dimension (width of the embedding layer).
+    n_classes : int
+        ``L``.
+    hidden : int or None
+        ``h``; ``None`` → :func:`default_hidden` (``ceil(d / 16)``).
+    k_scale : float, default 101
+        ``k`` is encoded as ``k / k_scale`` and appended to ``x`` (:data:`K_ENCODING`).
+
+    Notes
+    -----
+    ``forward(x, k)`` takes ``x`` float32 ``(B, d)`` and ``k`` (int or ``(B,)`` tensor of ks) and
+    returns the *logits* ``(B, L)``; the softmax of Table 1 is applied by :meth:`proba` and folded
+    into the loss during training. Trainable parameters:
+    ``(d + 1)·h + h + 2h + h·L + L`` (BatchNorm also keeps 2h running statistics, not counted).
+    """
+
+    def __init__(self, d: int, n_classes: int, hidden: int | None = None, k_scale: float = 101.0):
+        super().__init__()
+        self.d = int(d)
+        self.n_classes = int(n_classes)
+        self.hidden = int(hidden) if hidden is not None else default_hidden(d)
+        if self.d < 1 or self.n_classes < 2 or self.hidden < 1:
+            raise InputError(f"kNet: d={d}, n_classes={n_classes}, hidden={hidden}; expected d >= 1, n_classes >= 2, hidden >= 1")
+        if not (k_scale > 0):
+            raise InputError(f"kNet: k_scale={k_scale}; expected a positive number")
+        self.k_scale = float(k_scale)
+        self.fc1 = nn.Linear(self.d + 1, self.hidden)
+        self.relu = nn.ReLU()
+        self.bn = nn.BatchNorm1d(self.hidden)
+        self.fc2 = nn.Linear(self.hidden, self.n_classes)
+
+    def encode_k(self, k: Any, batch: int, device: Any) -> torch.Tensor:
+        """``(batch, 1)`` float32 column ``k / k_scale`` from an int or a ``(batch,)`` tensor/array."""
+        kt = torch.as_tensor(k, dtype=torch.float32, device=device)
+        if kt.ndim == 0:
+            kt = kt.expand(batch)
+        return (kt / self.k_scale).reshape(batch, 1)
+
+    def forward(self, x: torch.Tensor, k: Any) -> torch.Tensor:  # noqa: D401
+        """Logits ``(B, L)`` for embeddings ``x`` ``(B, d)`` and neighbour counts ``k``."""
+        z = torch.cat([x, self.encode_k(k, x.shape[0], x.device)], dim=1)
+        return self.fc2(self.bn(self.relu(self.fc1(z))))
+
+    def proba(self, x: torch.Tensor, k: Any) -> torch.Tensor:
+        """Softmax output of Table 1: the predicted normalised kNN vote vector ``(B, L)``."""
+        return torch.softmax(self.forward(x, k), dim=1)
+
+    def n_parameters(self) -> int:
+        """Number of trainable parameters (the paper's memory footprint of kNet)."""
+        return int(sum(p.numel() for p in self.parameters()))
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (for checkpoints)."""
+        return {"d": self.d, "n_classes": self.n_classes, "hidden": self.hidden, "k_scale": self.k_scale}
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit_knet` returns.
+
+    Attributes
+    ----------
+    model : KNet            trained, in eval mode, on CPU
+    losses : list of float  mean training cross-entropy per epoch
+    seconds : float         wall time of the training loop
+    params : dict           the training settings (k range / fixed k, epochs, batch size, lr, seed)
+    """
+
+    model: KNet
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ``-sum_c t_c log softmax(logits)_c`` (§3 loss)."""
+    return -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def fit_knet(
+    X: np.ndarray,
+    cum: np.ndarray,
+    *,
+    k_range: tuple[int, int] = DEFAULT_K_RANGE,
+    fixed_k: int | None = None,
+    hidden: int | None = None,
+    epochs: int = 30,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    device: Any = "cpu",
+    callback: Any = None,
+) -> FitResult:
+    """Train a kNet on embeddings ``X`` against the kNN vote targets ``cum``.
+
+    Parameters
+    ----------
+    X : ndarray (n, d) float32
+        Training embeddings (e.g. the preliminary network's penultimate layer).
+    cum : ndarray (n, k_max, L) unsigned int
+        Cumulative neighbour votes from :func:`cumulative_votes`, ``k_max >= k_high`` (or ``fixed_k``).
+    k_range : (int, int), default (1, 101)
+        Inclusive range; every sample of every batch gets its own ``k ~ U{k_low..k_high}`` (§4).
+    fixed_k : int or None
+        Train a *fixed kNet*: every sample uses this ``k`` (``k_range`` is then ignored and
+        ``k_scale = fixed_k``).
+    hidden : int or None
+        Hidden width (default ``ceil(d / 16)``, Table 1).
+    epochs, batch_size : int, defaults 30, 128
+    lr, weight_decay : float, defaults 1e-3, 0
+        Adam settings.
+    seed : int, default 0
+        Seeds weight initialisation, the shuffling and the k draws (global RNG untouched).
+    device : str or torch.device, default "cpu"
+    callback : callable(epoch: int, loss: float) or None
+        Called after every epoch (progress reporting).
+
+    Returns
+    -------
+    FitResult
+
+    Raises
+    ------
+    InputError
+        Shape mismatches, ``k`` beyond the targets' ``k_max``, non-finite ``X``, bad settings.
+    """
+    import time
+
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 or cum.ndim != 3 or len(X) != len(cum):
+        raise InputError(f"kNet: X {X.shape} and targets {cum.shape}: expected (n, d) and (n, k_max, L) with the same n")
+    if not np.isfinite(X).all():
+        raise InputError("kNet: X has non-finite values; expected finite embeddings")
+    n, d = X.shape
+    k_max, n_classes = int(cum.shape[1]), int(cum.shape[2])
+    if fixed_k is not None:
+        lo = hi = int(fixed_k)
+    else:
+        lo, hi = (int(v) for v in k_range)
+    if lo < 1 or hi < lo or hi > k_max:
+        raise InputError(f"kNet: k range {lo}:{hi}; expected 1 <= low <= high <= {k_max} (neighbours computed)")
+    if epochs < 1 or batch_size < 1 or not (lr > 0):
+        raise InputError(f"kNet: epochs={epochs}, batch_size={batch_size}, lr={lr}; expected positive values")
+    dev = torch.device(device)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(int(seed))
+        model = KNet(d, n_classes, hidden=hidden, k_scale=float(hi)).to(dev)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed) + 1)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    Xt = torch.from_numpy(X).to(dev)
+    cum_t = torch.from_numpy(np.ascontiguousarray(cum)).to(dev)
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    model.train()
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        ks_all = torch.randint(lo, hi + 1, (n,), generator=gen)
+        total, seen = 0.0, 0
+        for start in range(0, n, batch_size):
+            rows = perm[start : start + batch_size]
+            if len(rows) < 2 and n >= 2:  # BatchNorm needs 2+ samples in training mode
+                continue
+            ks = ks_all[start : start + batch_size].to(dev)
+            rows_d = rows.to(dev)
+            target = vote_targets(cum_t, rows_d, ks)
+            logits = model(Xt[rows_d], ks)
+            loss = soft_cross_entropy(logits, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(rows)
+            seen += len(rows)
+        losses.append(total / max(1, seen))
+        if callback is not None:
+            callback(epoch, losses[-1])
+    model.eval()
+    model.cpu()
+    params = {"k_range": [lo, hi], "fixed_k": None if fixed_k is None else int(fixed_k), "epochs": int(epochs),
+              "batch_size": int(batch_size), "lr": float(lr), "weight_decay": float(weight_decay), "seed": int(seed)}
+    return FitResult(model=model, losses=losses, seconds=time.perf_counter() - t0, params=params)
+
+
+@torch.no_grad()
+def predict_proba(model: KNet, X: np.ndarray, k: int, *, batch_size: int = 8192, device: Any = "cpu") -> np.ndarray:
+    """kNet's predicted vote vector for every row of ``X`` at neighbour count ``k``.
+
+    Parameters
+    ----------
+    model : KNet (put in eval mode here)
+    X : ndarray (n, d) float32
+    k : int, >= 1 (values outside the training range extrapolate; callers should warn)
+
+    Returns
+    -------
+    ndarray (n, L) float32, rows sum to 1
+
+    Raises
+    ------
+    InputError
+        ``X`` width differs from the model's ``d``.
+    """
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[1] != model.d:
+        raise InputError(f"kNet: input has shape {X.shape}; expected (n, {model.d})")
+    dev = torch.device(device)
+    model.eval().to(dev)
+    out = np.empty((len(X), model.n_classes), dtype=np.float32)
+    for start in range(0, len(X), batch_size):
+        xb = torch.from_numpy(X[start : start + batch_size]).to(dev)
+        out[start : start + len(xb)] = model.proba(xb, int(k)).cpu().numpy()
+    model.cpu()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Comparison with kNN (paper Tables 2–5 and Figure 3)
+# --------------------------------------------------------------------------------------------
+
+
+def approximation_stats(p_knet: np.ndarray, p_knn: np.ndarray) -> dict[str, float]:
+    """Figure 3 of the paper for one k: how closely kNet's output follows kNN's vote vector.
+
+    Parameters
+    ----------
+    p_knet, p_knn : ndarray (n, L) float, rows sum to 1
+
+    Returns
+    -------
+    dict
+        ``mad``: mean over samples and classes of ``|p_knet - p_knn|``;
+        ``l1``: mean over samples of ``sum_c |p_knet - p_knn|`` (= ``L · mad``);
+        ``max_knn`` / ``max_knet``: mean over samples of the largest entry of each distribution;
+        ``agreement``: fraction of samples where both argmaxes agree.
+    """
+    a = np.asarray(p_knet, dtype=np.float64)
+    b = np.asarray(p_knn, dtype=np.float64)
+    diff = np.abs(a - b)
+    return {
+        "mad": float(diff.mean()),
+        "l1": float(diff.sum(axis=1).mean()),
+        "max_knn": float(b.max(axis=1).mean()),
+        "max_knet": float(a.max(axis=1).mean()),
+        "agreement": float((a.argmax(axis=1) == b.argmax(axis=1)).mean()),
+    }
+
+
+def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
+    """Fraction of ``pred == y`` (0.0 for empty input)."""
+    pred = np.asarray(pred)
+    return float((pred == np.asarray(y)).mean()) if len(pred) else 0.0
+
+
+def memory_footprint(model: KNet, n_train: int, d: int) -> dict[str, int]:
+    """Memory footprint as counted in the paper (§4): kNet parameters vs the stored training set.
+
+    Returns
+    -------
+    dict
+        ``knet_parameters`` (trainable), ``knet_buffers`` (BatchNorm running statistics),
+        ``knn_parameters`` = ``n_train · d`` stored feature values (the paper's count; the labels,
+        ``n_train`` more integers, are reported as ``knn_labels``), and byte counts in float32.
+    """
+    p = model.n_parameters()
+    b = int(sum(t.numel() for name, t in model.named_buffers() if t.dtype.is_floating_point))
+    return {
+        "knet_parameters": p,
+        "knet_buffers": b,
+        "knet_bytes_float32": 4 * (p + b),
+        "knn_parameters": int(n_train) * int(d),
+        "knn_labels": int(n_train),
+        "knn_bytes_float32": 4 * int(n_train) * int(d) + 8 * int(n_train),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints (plain dicts: torch.load(weights_only=True))
+# --------------------------------------------------------------------------------------------
+
+
+def to_checkpoint(model: KNet, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A self-describing, ``weights_only``-loadable checkpoint dict.
+
+    Contents: ``format`` (:data:`CHECKPOINT_FORMAT`), ``format_version``, ``architecture``
+    (``"FC(d+1->h)-ReLU-BN-FC(h->L)-softmax"``), ``config`` (``d``, ``n_classes``, ``hidden``,
+    ``k_scale``, ``k_encoding``), ``state_dict`` (tensors), ``n_parameters`` and ``meta`` (caller
+    facts: source file uuid/path, model_uuid, layer, classes, k range, training settings…; only
+    str/int/float/bool/None and lists/dicts of them).
+    """
+    cfg = {**model.config(), "k_encoding": K_ENCODING}
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "architecture": "FC(d+1->h)-ReLU-BN-FC(h->L)-softmax",
+        "config": cfg,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "n_parameters": model.n_parameters(),
+        "meta": _plain(dict(meta)),
+    }
+
+
+def from_checkpoint(obj: Any, where: str = "checkpoint") -> tuple[KNet, dict[str, Any]]:
+    """Rebuild a :class:`KNet` from :func:`to_checkpoint`'s dict; returns ``(model, meta)``.
+
+    Raises
+    ------
+    InputError
+        Not a kNet checkpoint, a newer format version, or weights that do not fit the config.
+    """
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{where}: not a kNet checkpoint (format is {obj.get('format') if isinstance(obj, dict) else type(obj).__name__!r}); expected one written by `knntools distill-knet`")
+    version = obj.get("format_version")
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise InputError(f"{where}: kNet checkpoint format_version {version!r}; expected an integer <= {CHECKPOINT_VERSION}")
+    cfg = obj.get("config") or {}
+    try:
+        model = KNet(cfg["d"], cfg["n_classes"], hidden=cfg["hidden"], k_scale=cfg["k_scale"])
+        model.load_state_dict(obj["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise InputError(f"{where}: kNet checkpoint does not fit its config ({str(exc).splitlines()[0][:160]}); expected an intact file") from None
+    model.eval()
+    meta = dict(obj.get("meta") or {})
+    meta.setdefault("k_encoding", cfg.get("k_encoding", K_ENCODING))
+    return model, meta
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "DEFAULT_K_RANGE",
+    "FitResult",
+    "KNet",
+    "K_ENCODING",
+    "accuracy",
+    "approximation_stats",
+    "check_k_range",
+    "cumulative_votes",
+    "default_hidden",
+    "fit_knet",
+    "from_checkpoint",
+    "knn_vote",
+    "memory_footprint",
+    "neighbor_labels_from_indices",
+    "predict_proba",
+    "to_checkpoint",
+    "training_neighbors",
+    "vote_targets",
+]

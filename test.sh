@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install knntools with its test dependencies into ./.venv and run the test suite.
+#   ./test.sh                 # whole suite (CPU only, well under 10 minutes on 2 cores)
+#   ./test.sh -k noise -x     # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
+.venv/bin/python -m pip install --quiet -e ".[test]"
+export PATH="$PWD/.venv/bin:$PATH"
+exec .venv/bin/python -m pytest "$@"
