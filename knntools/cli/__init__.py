@@ -21,6 +21,15 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("noise", "knntools.cli.noise", "noise_cli"),
     ("info", "knntools.cli.info", "info_cli"),
     ("features", "knntools.cli.features", "features_cli"),
+    ("train", "knntools.cli.train", "train_cli"),
+    ("embed", "knntools.cli.embed", "embed_cli"),
+    ("index", "knntools.cli.index", "index_cli"),
+    ("seq2knn", "knntools.cli.seq2knn", "seq2knn_cli"),
+    ("oversample", "knntools.cli.oversample", "oversample_cli"),
+    ("dknn", "knntools.cli.dknn", "dknn_cli"),
+    ("lasenn", "knntools.cli.lasenn", "lasenn_cli"),
+    ("distill-knet", "knntools.cli.distill_knet", "distill_knet_cli"),
+    ("probe", "knntools.cli.probe", "probe_cli"),
 ]
 
 app = typer.Typer(

@@ -145,7 +145,7 @@ def search_params(
     else:
         bad = [flag for flag, name in _HNSW_ONLY.items() if given[name] is not None]
         if bad:
-            raise InputError(f"{', '.join(bad)} only apply to --backend hnsw (got --backend {backend})")
+            raise InputError(f"{', '.join(bad)}: hnsw option(s); expected --backend hnsw (got --backend {backend})")
         if device is not None:
             params["device"] = device
     if num_threads:  # None or 0 (the shared --num-threads flag's "all cores") -> backend default

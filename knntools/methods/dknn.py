@@ -423,6 +423,7 @@ class DkNN:
         *,
         n_classes: int | None = None,
         indexes: Mapping[str, Any] | None = None,
+        build: bool = True,
     ) -> "DkNN":
         """Index the training activations of every layer.
 
@@ -439,6 +440,10 @@ class DkNN:
             Prebuilt indexes (e.g. loaded with :func:`knntools.search.load_index`) used instead
             of building one. Each must be fitted on that layer's raw training rows with the
             plan's metric (:meth:`plan`), which requires a non-materialised plan.
+        build : bool, default True
+            Build every index now. ``False`` builds each layer's index on its first search, so
+            that a caller going layer by layer can :meth:`release` it before the next one (peak
+            memory = one layer's index, which matters for hnsw on 12,544-d layers).
 
         Returns
         -------
@@ -472,6 +477,7 @@ class DkNN:
         self.plans_: dict[str, SearchPlan] = {}
         self.indexes_: dict[str, Any] = {}
         self.centers_: dict[str, np.ndarray] = {}
+        self._train_layers: dict[str, Any] = {}
         for name, X in layers.items():
             rows = int(X.shape[0])
             if rows != n:
@@ -488,10 +494,27 @@ class DkNN:
                     raise InputError(f"layer '{name}': prebuilt index holds {index.n_samples_} x {index.n_features_} rows; expected {n} x {int(np.prod(X.shape[1:]))}")
                 self.indexes_[name] = index
                 continue
-            base = self._materialize(name, X) if plan.materialize else X
-            self.indexes_[name] = make_index(self.backend, metric=plan.metric, **self.search_params).fit(base)
+            make_index(self.backend, metric=plan.metric, **self.search_params)  # validates the parameters now
+            self._train_layers[name] = X
+            if build:
+                self._build(name)
         self.calibration_scores_ = None
         return self
+
+    def _build(self, name: str) -> Any:
+        from knntools.search import make_index
+
+        if name not in self.indexes_:
+            X = self._train_layers[name]
+            plan = self.plans_[name]
+            base = self._materialize(name, X) if plan.materialize else X
+            self.indexes_[name] = make_index(self.backend, metric=plan.metric, **self.search_params).fit(base)
+        return self.indexes_[name]
+
+    def release(self, name: str) -> None:
+        """Free layer ``name``'s index (rebuilt on the next search of that layer)."""
+        if name in self._train_layers:
+            self.indexes_.pop(name, None)
 
     def _materialize(self, name: str, X: Any) -> np.ndarray:
         """Transformed training rows (normalise, centre) as one float32 array; records the centre."""
@@ -550,10 +573,11 @@ class DkNN:
         rows : ndarray (n, k), int64, rows of the training layer
         """
         self._check_fitted()
-        if name not in self.indexes_:
+        if name not in self.plans_:
             raise InputError(f"layer '{name}' was not fitted (fitted: {', '.join(self.layers_)})")
         plan = self.plans_[name]
-        dist, rows = self.indexes_[name].kneighbors(self._transform_queries(name, Q), self.k)
+        index = self._build(name)
+        dist, rows = index.kneighbors(self._transform_queries(name, Q), self.k)
         if plan.distance == "cos_to_l2":
             dist = np.sqrt(np.maximum(2.0 * dist, 0.0)).astype(np.float32)
         elif plan.distance == "cos_to_ip":

@@ -1,9 +1,9 @@
 """Network architectures of the papers knntools reproduces, adapting to the input size and channels.
 
 Every class here is a plain :class:`torch.nn.Module` whose hidden representations are the outputs
-of *named top-level modules*; the class attributes ``LAYERS`` (extractable layers in network
-order; instance attribute ``layers`` after construction) and ``penultimate`` (the layer whose
-flattened output is the input of the final linear classifier) tell :mod:`knntools.models.features`
+of *named top-level modules*; the instance attributes ``knn_layers`` (extractable layers in network
+order), ``knn_penultimate`` (the layer whose flattened output is the input of the final linear
+classifier) and ``knn_classifier`` (that classifier's name) tell :mod:`knntools.models.features`
 where to hook. Layer names are the module paths (``conv1``, ``layer3``, ``pool`` …), so the HDF5
 dataset ``layers/conv1`` of an activations file is the output of ``model.conv1``.
 
@@ -74,11 +74,11 @@ def _image_shape(input_shape: Sequence[int], arch: str) -> tuple[int, int, int]:
 
 
 class KnnModule(nn.Module):
-    """Base class: ``layers`` (hookable module names in network order), ``penultimate``, ``classifier``."""
+    """Base class: ``knn_layers`` (hookable module names in network order), ``knn_penultimate``, ``knn_classifier``."""
 
-    layers: list[str]
-    penultimate: str
-    classifier: str
+    knn_layers: list[str]
+    knn_penultimate: str
+    knn_classifier: str
 
 
 # ------------------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ class MLP(KnnModule):
         self.flatten = nn.Flatten()
         self.fc1 = nn.Sequential(OrderedDict(linear=nn.Linear(_flat_dim(input_shape), int(hidden)), relu=nn.ReLU()))
         self.fc2 = nn.Linear(int(hidden), n_classes)
-        self.layers, self.penultimate, self.classifier = ["fc1"], "fc1", "fc2"
+        self.knn_layers, self.knn_penultimate, self.knn_classifier = ["fc1"], "fc1", "fc2"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.fc1(self.flatten(x)))
@@ -132,7 +132,7 @@ class FFN(KnnModule):
             raise InputError("--arch ffn: hidden: expected at least one hidden layer size")
         self.flatten = nn.Flatten()
         d = _flat_dim(input_shape)
-        self.layers = []
+        self.knn_layers = []
         for i, h in enumerate(hidden, 1):
             parts: "OrderedDict[str, nn.Module]" = OrderedDict(linear=nn.Linear(d, h), relu=nn.ReLU())
             if batch_norm:
@@ -140,14 +140,14 @@ class FFN(KnnModule):
             if dropout > 0:
                 parts["dropout"] = nn.Dropout(float(dropout))
             setattr(self, f"fc{i}", nn.Sequential(parts))
-            self.layers.append(f"fc{i}")
+            self.knn_layers.append(f"fc{i}")
             d = h
         self.out = nn.Linear(d, n_classes)
-        self.penultimate, self.classifier = self.layers[-1], "out"
+        self.knn_penultimate, self.knn_classifier = self.knn_layers[-1], "out"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.flatten(x)
-        for name in self.layers:
+        for name in self.knn_layers:
             x = getattr(self, name)(x)
         return self.out(x)
 
@@ -180,7 +180,7 @@ class LeNet(KnnModule):
         self.fc1 = nn.Sequential(OrderedDict(linear=nn.Linear(16 * s * s, 120), relu=nn.ReLU()))
         self.fc2 = nn.Sequential(OrderedDict(linear=nn.Linear(120, 84), relu=nn.ReLU()))
         self.fc3 = nn.Linear(84, n_classes)
-        self.layers, self.penultimate, self.classifier = ["conv1", "conv2", "fc1", "fc2"], "fc2", "fc3"
+        self.knn_layers, self.knn_penultimate, self.knn_classifier = ["conv1", "conv2", "fc1", "fc2"], "fc2", "fc3"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.flatten(self.conv2(self.conv1(x)))
@@ -214,7 +214,7 @@ class DkNNCNN(KnnModule):
         s = s - k3 + 1
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(w2 * s * s, n_classes)
-        self.layers, self.penultimate, self.classifier = ["conv1", "conv2", "conv3"], "conv3", "fc"
+        self.knn_layers, self.knn_penultimate, self.knn_classifier = ["conv1", "conv2", "conv3"], "conv3", "fc"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.flatten(self.conv3(self.conv2(self.conv1(x)))))
@@ -301,7 +301,7 @@ class ResNet20(KnnModule):
             setattr(self, f"layer{i}", nn.Sequential(*blocks))
         self.pool = _gap()
         self.fc = nn.Linear(planes, n_classes)
-        self.layers, self.penultimate, self.classifier = ["conv1", "layer1", "layer2", "layer3", "pool"], "pool", "fc"
+        self.knn_layers, self.knn_penultimate, self.knn_classifier = ["conv1", "layer1", "layer2", "layer3", "pool"], "pool", "fc"
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
@@ -337,7 +337,7 @@ class ResNet10(KnnModule):
             setattr(self, f"layer{i}", nn.Sequential(*layer))
         self.pool = _gap()
         self.fc = nn.Linear(planes, n_classes)
-        self.layers, self.penultimate, self.classifier = ["conv1", "layer1", "layer2", "layer3", "layer4", "pool"], "pool", "fc"
+        self.knn_layers, self.knn_penultimate, self.knn_classifier = ["conv1", "layer1", "layer2", "layer3", "layer4", "pool"], "pool", "fc"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
@@ -397,7 +397,7 @@ class WideResNet(KnnModule):
             setattr(self, f"layer{i}", nn.Sequential(*blocks))
         self.pool = nn.Sequential(OrderedDict(bn=nn.BatchNorm2d(planes), relu=nn.ReLU(), avg=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten()))
         self.fc = nn.Linear(planes, n_classes)
-        self.layers, self.penultimate, self.classifier = ["conv1", "layer1", "layer2", "layer3", "pool"], "pool", "fc"
+        self.knn_layers, self.knn_penultimate, self.knn_classifier = ["conv1", "layer1", "layer2", "layer3", "pool"], "pool", "fc"
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -438,8 +438,8 @@ class VGG13(KnnModule):
                 self.order.append(f"pool{i // 2}")
         self.pool = _gap()
         self.fc = nn.Linear(planes, n_classes)
-        self.layers = [f"conv{i}" for i in range(1, 11)] + ["pool"]
-        self.penultimate, self.classifier = "pool", "fc"
+        self.knn_layers = [f"conv{i}" for i in range(1, 11)] + ["pool"]
+        self.knn_penultimate, self.knn_classifier = "pool", "fc"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for name in self.order:

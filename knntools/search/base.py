@@ -97,10 +97,10 @@ def check_k(k: Any, n_samples: int, *, exclude_self: bool = False) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InputError(f"k must be a positive integer (got {k!r})")
     k = int(k)
-    available = n_samples - 1 if exclude_self else n_samples
-    if k > available:
-        what = f"{n_samples} indexed rows minus the query's own row" if exclude_self else f"{n_samples} indexed rows"
-        raise InputError(f"k={k} is larger than the {available} candidate neighbours ({what}); expected k <= {available}")
+    if exclude_self and k > n_samples - 1:
+        raise InputError(f"k={k} exceeds the {n_samples - 1} other rows of the {n_samples} indexed (each row's own row is excluded); expected k <= {n_samples - 1}")
+    if k > n_samples:
+        raise InputError(f"k={k} exceeds the {n_samples} indexed rows; expected k <= {n_samples}")
     return k
 
 
@@ -219,6 +219,8 @@ class RowSource:
             dest = out[:m] if out is not None else np.empty((m, self.n_features), np.float32)
             np.copyto(dest, rows, casting="unsafe")
             return dest
+        if not self.data.id.valid:
+            raise KnnToolsError(f"{self.name}: the HDF5 file was closed; keep it open while an index fitted on it is searched")
         rows = np.asarray(self.data[start:stop]).reshape(m, self.n_features)
         if out is None:
             return rows.astype(np.float32, copy=False)
@@ -261,6 +263,27 @@ def recall_at_k(indices: np.ndarray, reference: np.ndarray) -> float:
         return 1.0
     hits = sum(np.intersect1d(a, b, assume_unique=True).size for a, b in zip(indices, reference))
     return float(hits) / reference.size
+
+
+def drop_own_rows(indices: np.ndarray, distances: np.ndarray, own: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From ``k + 1`` results per query drop the query's own row, or the last result when it is absent.
+
+    Parameters
+    ----------
+    indices : ndarray of shape (n_queries, k + 1), int
+    distances : ndarray of shape (n_queries, k + 1)
+    own : ndarray of shape (n_queries,), int
+        Row of the base that each query is.
+
+    Returns
+    -------
+    indices, distances : ndarrays of shape (n_queries, k), order kept
+    """
+    drop = indices == np.asarray(own)[:, None]
+    drop[~drop.any(axis=1), -1] = True
+    keep = ~drop
+    k = indices.shape[1] - 1
+    return indices[keep].reshape(-1, k), distances[keep].reshape(-1, k)
 
 
 def header_path(path: str | os.PathLike) -> Path:
@@ -452,17 +475,31 @@ class NeighborIndex(abc.ABC):
         if metadata:
             self.metadata.update(metadata)
         path = Path(path)
+        # The payload is renamed into place first, the sidecar last: a sidecar means a complete index.
+        with atomic_path(header_path(path), force=force) as tmp_header, atomic_path(path, force=force) as tmp_payload:
+            self.write_files(tmp_payload, tmp_header)
+        return path
+
+    def write_files(self, payload_path: str | os.PathLike, header_file: str | os.PathLike) -> None:
+        """Write the payload and the JSON header to the given paths, non-atomically.
+
+        For callers that manage atomic renames themselves (e.g. several indexes committed
+        together); everyone else calls :meth:`save`. The header must end up at
+        ``header_path(final_payload_path)``.
+
+        Raises
+        ------
+        InputError
+            :attr:`metadata` is not JSON-serialisable.
+        """
         head = self.header()
         try:
             json.dumps(head)
         except TypeError as exc:
             raise InputError(f"index metadata is not JSON-serialisable ({exc})") from None
-        # The payload is renamed into place first, the sidecar last: a sidecar means a complete index.
-        with atomic_path(header_path(path), force=force) as tmp_header, atomic_path(path, force=force) as tmp_payload:
-            self._save_payload(tmp_payload)
-            head["payload_bytes"] = tmp_payload.stat().st_size
-            tmp_header.write_text(json.dumps(head, indent=2) + "\n")
-        return path
+        self._save_payload(Path(payload_path))
+        head["payload_bytes"] = Path(payload_path).stat().st_size
+        Path(header_file).write_text(json.dumps(head, indent=2) + "\n")
 
     @abc.abstractmethod
     def _save_payload(self, path: Path) -> None:

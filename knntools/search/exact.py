@@ -9,7 +9,7 @@ bounded by the two blocks and the ``(batch_size, base_batch_size)`` score buffer
 of the base. Runs on CUDA when present (``device="auto"``).
 
 Precision: the expansion ``||q||^2 - 2 q.x + ||x||^2`` loses digits when two rows are nearly equal,
-so candidate pairs closer than about 3 % of their norms are recomputed as ``||q - x||^2`` directly
+so candidate pairs closer than about 4 % of their norms are recomputed as ``||q - x||^2`` directly
 (an exact duplicate is at distance 0.0, not ~1e-3).
 """
 
@@ -25,6 +25,8 @@ import numpy as np
 from knntools.errors import InputError, KnnToolsError
 from knntools.search.base import NeighborIndex, RowSource, check_positive_int, rows_per_block
 
+#: Base rows per block, at most (fewer when they would exceed :data:`BASE_BLOCK_BYTES`).
+BASE_BLOCK_ROWS = 16384
 #: Bytes of base rows held per block (float32).
 BASE_BLOCK_BYTES = 256 << 20
 #: Elements of the (queries x base rows) score buffer.
@@ -90,9 +92,9 @@ class ExactIndex(NeighborIndex):
         torch CPU threads during :meth:`kneighbors`; ``None`` keeps the caller's
         ``torch.get_num_threads()``. The caller's setting is restored afterwards.
     batch_size : int or None, default None
-        Queries per block; ``None`` sizes the score buffer to about 64 MB.
+        Queries per block; ``None`` sizes the score buffer to about 64 MB (1024 queries x 16384 rows).
     base_batch_size : int or None, default None
-        Base rows per block; ``None`` uses about 256 MB of float32 rows.
+        Base rows per block; ``None``: 16384 rows, or fewer so that a block stays under 256 MB.
 
     Attributes
     ----------
@@ -170,7 +172,7 @@ class ExactIndex(NeighborIndex):
         nq = n if self_query else len(Q)
         metric = self.metric
 
-        bb = self.base_batch_size or rows_per_block(d, BASE_BLOCK_BYTES)
+        bb = self.base_batch_size or rows_per_block(d, BASE_BLOCK_BYTES, maximum=BASE_BLOCK_ROWS)
         bb = max(min(bb, n), k)  # the first base block fills every query's top-k
         qb = min(nq, self.batch_size or max(64, SCORE_BUFFER_ELEMENTS // bb))
 

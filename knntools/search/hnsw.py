@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from knntools.errors import InputError, KnnToolsError
-from knntools.search.base import NeighborIndex, RowSource, check_finite_rows, check_positive_int, rows_per_block
+from knntools.search.base import NeighborIndex, RowSource, check_positive_int, drop_own_rows, rows_per_block
 from knntools.search.names import HNSW_DEFAULT_EF_CONSTRUCTION, HNSW_DEFAULT_M, HNSW_MIN_EF
 
 #: hnswlib space for each metric.
@@ -182,7 +182,7 @@ class HnswIndex(NeighborIndex):
                 raise KnnToolsError(f"hnsw search found fewer than {n_query_k} neighbours ({exc}); raise ef") from None
             labels = labels.astype(np.int64, copy=False)
             if self_query:
-                labels, dist = _drop_own_rows(labels, dist, np.arange(start, stop, dtype=np.int64))
+                labels, dist = drop_own_rows(labels, dist, np.arange(start, stop, dtype=np.int64))
             indices[start:stop] = labels
             distances[start:stop] = dist
         if self.metric == "l2":
@@ -206,13 +206,3 @@ class HnswIndex(NeighborIndex):
         if index.get_current_count() != int(header["n_samples"]):
             raise InputError(f"{path}: holds {index.get_current_count()} rows but its header says {header['n_samples']}; rebuild the index")
         self._index = index
-
-
-def _drop_own_rows(labels: np.ndarray, dist: np.ndarray, own: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """From ``k + 1`` results per row drop the row's own id, or the last result if it is absent."""
-    drop = labels == own[:, None]
-    missing = ~drop.any(axis=1)
-    drop[missing, -1] = True
-    keep = ~drop
-    k = labels.shape[1] - 1
-    return labels[keep].reshape(-1, k), dist[keep].reshape(-1, k)

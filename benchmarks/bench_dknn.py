@@ -1,0 +1,126 @@
+"""Benchmark ``knntools dknn``: end-to-end time and peak memory beside the raw searches it performs.
+
+For a pair of activation files (e.g. 60k Fashion-MNIST train / 10k test of the DkNN CNN):
+
+1. **raw searches**: for every layer, the search ``dknn`` runs, done directly with the search
+   layer and nothing else: ``make_index(backend, metric=<plan metric>).fit(<h5 layer, streamed>)``
+   then ``kneighbors(<all test rows>, k)`` (the test layer read into memory first, not timed);
+2. **end to end**: ``knntools dknn TRAIN TEST -k K --calibration N`` in a fresh process, wall time
+   and peak resident memory (``ru_maxrss`` of the child, i.e. the whole command including its
+   imports), plus the command's own timing breakdown from ``--json``.
+
+The overhead of ``dknn`` over its searches (reading activations, Algorithm 1, writing the output
+file and the plot) is the difference. Run from the repository root::
+
+    python benchmarks/bench_dknn.py /work/artifacts/fmnist/train.h5 /work/artifacts/fmnist/test.h5 \
+        -o docs/results/dknn_bench.json
+    python benchmarks/bench_dknn.py train.h5 test.h5 --layers conv2,conv3,logits --skip-raw   # e2e only
+
+Single run each (the shared machine makes repeats expensive); report medians over separate
+invocations if you need firmer numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("train")
+    ap.add_argument("test")
+    ap.add_argument("-k", type=int, default=75)
+    ap.add_argument("--calibration", type=int, default=750)
+    ap.add_argument("--layers", default="all")
+    ap.add_argument("--backend", default="exact")
+    ap.add_argument("--metric", default="l2")
+    ap.add_argument("--no-normalize", action="store_true")
+    ap.add_argument("--num-threads", type=int, default=2)
+    ap.add_argument("--skip-raw", action="store_true", help="only the end-to-end run")
+    ap.add_argument("--skip-e2e", action="store_true", help="only the raw searches")
+    ap.add_argument("--extra", default="", help="extra dknn flags, e.g. '--plot x.png'")
+    ap.add_argument("-o", "--output", help="write the results as JSON here")
+    return ap.parse_args(argv)
+
+
+def raw_searches(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch
+
+    from knntools.io.h5 import KFile
+    from knntools.methods.dknn import search_plan
+    from knntools.search import make_index
+
+    torch.set_num_threads(args.num_threads)
+    plan = search_plan(args.metric, not args.no_normalize, False)
+    params = {"num_threads": args.num_threads} if args.backend == "hnsw" else {"device": "cpu", "num_threads": args.num_threads}
+    out = {}
+    with KFile(args.train, kind="activations") as tr, KFile(args.test, kind="activations") as te:
+        for name in tr.resolve_layers(args.layers):
+            Q = te.read_layer(name)
+            t0 = time.perf_counter()
+            index = make_index(args.backend, metric=plan.metric, **params).fit(tr.layer(name))
+            t1 = time.perf_counter()
+            index.kneighbors(Q, args.k)
+            t2 = time.perf_counter()
+            out[name] = {"dim": tr.layer_dim(name), "n_base": tr.n_samples, "n_query": len(Q), "fit_s": t1 - t0, "search_s": t2 - t1,
+                         "total_s": t2 - t0}
+            print(f"raw {name:>8s} d={out[name]['dim']:>6d}: fit {t1 - t0:7.2f} s  search {t2 - t1:7.2f} s", file=sys.stderr)
+            del index, Q
+    out["_total_s"] = sum(v["total_s"] for v in out.values() if isinstance(v, dict))
+    out["_peak_rss_mb_this_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def end_to_end(args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory(dir=Path(args.train).parent if os.access(Path(args.train).parent, os.W_OK) else None) as tmp:
+        out_path = Path(tmp) / "dknn.h5"
+        cmd = [sys.executable, "-m", "knntools", "dknn", args.train, args.test, "-k", str(args.k), "--calibration", str(args.calibration),
+               "--layers", args.layers, "--backend", args.backend, "--metric", args.metric, "--num-threads", str(args.num_threads),
+               "-o", str(out_path), "--json", *args.extra.split()]
+        if args.no_normalize:
+            cmd.append("--no-normalize")
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.num_threads)}
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t0
+        child = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
+            raise SystemExit(f"dknn failed ({proc.returncode}): {proc.stderr}")
+        summary = json.loads(proc.stdout)
+        size = out_path.stat().st_size
+    print(f"e2e: {wall:.1f} s wall, peak RSS {child.ru_maxrss / 1024:.0f} MB, search {summary['timing_s']['search']:.1f} s, "
+          f"accuracy {summary['accuracy']:.4f} (DNN {summary['dnn_accuracy']})", file=sys.stderr)
+    return {"command": " ".join(cmd[2:]), "wall_s": wall, "peak_rss_mb": child.ru_maxrss / 1024, "output_bytes": size, "summary": summary}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    res: dict = {"train": args.train, "test": args.test, "k": args.k, "backend": args.backend, "metric": args.metric,
+                 "normalize": not args.no_normalize, "num_threads": args.num_threads, "cpu_count": os.cpu_count(),
+                 "loadavg_start": os.getloadavg()}
+    if not args.skip_raw:
+        res["raw"] = raw_searches(args)
+    if not args.skip_e2e:
+        res["e2e"] = end_to_end(args)
+    res["loadavg_end"] = os.getloadavg()
+    text = json.dumps(res, indent=2)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""``knntools index``: build nearest-neighbour indexes of an activations/features file, and query them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from knntools.cli._errors import handle_errors
+from knntools.cli._options import Device, Force, InputFile, Json, K, NumThreads, OptOutputPath, Quiet, Seed, Verbose
+from knntools.cli._output import Output
+from knntools.cli._search_options import Backend, CheckRecall, Ef, EfConstruction, HnswM, IndexPath, Metric, search_params
+
+HELP = """Build a nearest-neighbour index of one or all layers of an activations or features file, and optionally search it with the rows of a second file.
+
+Without --query, one index per layer is saved beside DATA as <stem>.<layer>.hnsw (or at -o for one layer) with a JSON sidecar <stem>.<layer>.hnsw.json recording the source file's uuid, the layer, backend, metric and parameters; reusing it with --index on another file or layer is refused. With --query, the k nearest training rows of every query row are written to a neighbors file (-o), and --check-recall N compares hnsw with exact search on N sampled queries. Distances are sorted ascending: Euclidean (not squared) for l2, 1 - cosine similarity for cosine, the negative inner product for ip.
+
+Reads: DATA and --query: layers/<name>, logits or features [N, D]; ids [N]; labels [N].
+
+Writes: <stem>.<layer>.hnsw + .json (without --query, or with --save-index); with --query a neighbors file: neighbors/<layer>/ids int64 [N, k] (training ids), neighbors/<layer>/indices int64 [N, k] (rows), neighbors/<layer>/distances float32 [N, k], ids [N], labels [N]; attrs metric, k, backend, distance_units, params.
+
+DOCS: docs/index.md
+"""
+
+EPILOG = """Examples:
+
+  knntools index train.h5 --layer all
+
+  knntools index train.h5 --layer penultimate --metric cosine --M 32 --ef-construction 200
+
+  knntools index train.h5 --layer penultimate --query test.h5 -k 10 -o nbrs.h5 --check-recall 1000 --json
+
+  knntools index train.h5 --layer penultimate --backend exact --query test.h5 -k 10 -o nbrs_exact.h5
+
+  knntools index train.h5 --layer penultimate --index train.penultimate.hnsw --query test.h5 -k 75 -o n.h5
+"""
+
+NO_ARGS_IS_HELP = True
+
+KINDS = ("activations", "features")
+
+
+@handle_errors("index")
+def index_cli(
+    ctx: typer.Context,
+    data: InputFile,
+    layer: Annotated[str, typer.Option("--layer", help="all | hidden | penultimate | logits | NAME[,NAME...] (features files: features).")] = "all",
+    query: Annotated[Optional[Path], typer.Option("--query", help="Search the index with the rows of this activations/features file (same model, same layers).", dir_okay=False)] = None,
+    k: K = 10,
+    output: OptOutputPath = None,
+    backend: Backend = "hnsw",
+    metric: Metric = "l2",
+    M: HnswM = None,
+    ef_construction: EfConstruction = None,
+    ef: Ef = None,
+    index: IndexPath = None,
+    save_index: Annotated[bool, typer.Option("--save-index", help="With --query: also save the built index(es) beside DATA.")] = False,
+    check_recall: CheckRecall = None,
+    num_threads: NumThreads = 0,
+    device: Device = "auto",
+    seed: Seed = 0,
+    force: Force = False,
+    json_: Json = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Build (and optionally query) nearest-neighbour indexes; see ``HELP``."""
+    import contextlib
+
+    from knntools.errors import InputError
+    from knntools.io.h5 import KFile, atomic_path, check_output_path, check_same_source
+    from knntools.search import registry
+    from knntools.search.base import check_k, header_path
+
+    out = Output("index", json_mode=json_, quiet=quiet, verbose=verbose)
+    explicit = {name for name in ("backend", "metric") if _given(ctx, name)}
+
+    with contextlib.ExitStack() as files:
+        kf = files.enter_context(KFile(data, kind=KINDS))
+        names = kf.resolve_layers(layer)
+        n_base = kf.n_samples
+
+        # -- what will be used: a saved index, or a backend to build ------------------------
+        header: dict[str, Any] | None = None
+        if index is not None:
+            if query is None:
+                raise InputError(f"--index {index}: nothing to do without --query FILE (the index is already built)")
+            if len(names) != 1:
+                raise InputError(f"--index: one index serves one layer; expected --layer NAME (got {len(names)} layers: {', '.join(names)})")
+            for flag, value in (("--M", M), ("--ef-construction", ef_construction)):
+                if value is not None:
+                    raise InputError(f"{flag}: applies when building; --index {index} is already built")
+            header = registry.read_index_header(index)
+            expected: dict[str, Any] = {"source_uuid": kf.uuid, "layer": names[0], "n_samples": n_base}
+            expected.update({name: value for name, value in (("backend", backend), ("metric", metric)) if name in explicit})
+            registry.check_index_matches(index, header, expected)
+            backend, metric = header["backend"], header["metric"]
+        build_params = search_params(backend, M=M, ef_construction=ef_construction, ef=ef, num_threads=num_threads, seed=seed, device=device)
+        if backend == "exact" and query is None:
+            raise InputError("--backend exact: exact search has no index to save; give --query FILE -o OUT to search, or use --backend hnsw")
+        if save_index and (query is None or index is not None or backend == "exact"):
+            why = "without --query every built index is saved" if query is None else "--index is already saved" if index is not None else "the exact backend has no index to save"
+            raise InputError(f"--save-index: {why}")
+        if check_recall is not None and backend != "hnsw":
+            raise InputError(f"--check-recall: compares hnsw with exact search; expected --backend hnsw (got {backend})")
+
+        # -- queries: same layers, same widths, k within the base ---------------------------
+        qkf = None
+        if query is not None:
+            if output is None:
+                raise InputError("--query: expected -o/--output PATH for the neighbors file")
+            check_output_path(output, force)
+            qkf = files.enter_context(KFile(query, kind=KINDS))
+            for name in names:
+                qkf.layer_path(name)  # lists the available layers when missing
+            check_same_source(kf, qkf, names)
+        self_query = qkf is not None and qkf.uuid == kf.uuid  # DATA against itself: own rows excluded
+        if query is not None or check_recall is not None:
+            check_k(k, n_base, exclude_self=self_query)
+
+        # -- index destinations, all checked before any work ---------------------------------
+        dests: dict[str, Path] = {}
+        if query is None or save_index:
+            if output is not None and query is None:
+                if len(names) != 1:
+                    raise InputError(f"-o: names one index file but --layer selects {len(names)} layers ({', '.join(names)}); omit -o to save each beside {data.name}")
+                dests[names[0]] = output
+            else:
+                dests = {name: registry.default_index_path(data, name, backend) for name in names}
+        for dest in dests.values():
+            check_output_path(dest, force)
+        pending = {name: (files.enter_context(atomic_path(header_path(d), force=force)), files.enter_context(atomic_path(d, force=force))) for name, d in dests.items()}
+
+        # -- build / load, search, measure ---------------------------------------------------
+        results: dict[str, dict[str, Any]] = {}
+        report: dict[str, dict[str, Any]] = {}
+        if backend == "exact" or check_recall is not None:
+            import torch  # noqa: F401  (imported before the timers start)
+        base_ids = kf.read("ids").astype("int64") if kf.has("ids") else None
+        params_used: dict[str, Any] = {}
+        for name in names:
+            ds = kf.layer(name)
+            dim = kf.layer_dim(name)
+            row: dict[str, Any] = {"n_samples": n_base, "n_features": dim, "index": None}
+            if index is not None:
+                out.info(f"{name}: loading {backend} index {index}")
+                idx = registry.load_index(index)
+                row["index"] = str(index)
+                row["build_seconds"] = 0.0
+            else:
+                out.info(f"{name}: building {backend} index of {n_base} x {dim} ({metric})")
+                idx = registry.make_index(backend, metric=metric, **build_params)
+                row["build_seconds"] = _timed(lambda: idx.fit(ds))
+                idx.metadata.update({"source_uuid": kf.uuid, "source_file": str(data), "source_kind": kf.kind, "layer": name, "dataset": kf.layer_path(name)})
+            params_used = idx.get_params()
+            if name in pending:
+                tmp_header, tmp_payload = pending[name]
+                idx.write_files(tmp_payload, tmp_header)
+                row["index"] = str(dests[name])
+
+            query_kw: dict[str, Any] = {}
+            if backend == "hnsw" and index is not None:
+                query_kw = {"ef": ef, "num_threads": num_threads or None}
+            Q = None
+            if qkf is not None:
+                if self_query:
+                    out.info(f"{name}: --query is DATA itself; each row's own row is excluded from its neighbours")
+                Q = None if self_query else qkf.read_layer(name)
+                holder: dict[str, Any] = {}
+                row["search_seconds"] = _timed(lambda: holder.update(zip(("distances", "indices"), idx.kneighbors(Q, k, **query_kw))))
+                row["queries_per_second"] = qkf.n_samples / max(row["search_seconds"], 1e-9)
+                holder["ids"] = base_ids[holder["indices"]] if base_ids is not None else holder["indices"]
+                results[name] = holder
+            if backend == "hnsw":
+                row["ef"] = idx.effective_ef(k, query_kw.get("ef"))
+            if check_recall is not None:
+                row["recall_at_k"], row["recall_queries"] = _recall(kf, name, ds, idx, Q, results.get(name), self_query, k, check_recall, metric, device, num_threads, seed, query_kw)
+                out.info(f"{name}: recall@{k} = {row['recall_at_k']:.4f} against exact search on {row['recall_queries']} sampled queries")
+            report[name] = row
+
+        if qkf is not None:
+            from knntools.io.neighbors import write_neighbors
+
+            q_ids = qkf.read("ids").astype("int64") if qkf.has("ids") else None
+            n_query = qkf.n_samples if q_ids is None else len(q_ids)
+            write_neighbors(
+                output,
+                layers=results,
+                query_ids=q_ids if q_ids is not None else range(n_query),
+                query_labels=qkf.read_labels("labels") if qkf.has("labels") else None,
+                metric=metric,
+                distance_units=idx.distance_units,
+                k=k,
+                backend=backend,
+                params=params_used,
+                classes=kf.classes,
+                layer_attrs={n: {"n_features": report[n]["n_features"], "index": report[n]["index"] or "", "recall_at_k": report[n].get("recall_at_k", -1.0)} for n in names},
+                attrs={"base_uuid": kf.uuid, "query_uuid": qkf.uuid, "exclude_self": self_query},
+                parents=[kf.uuid, qkf.uuid],
+                seed=seed if backend == "hnsw" else None,
+                force=force,
+            )
+
+    columns = ["layer", "n_features", "build s"] + (["search s", "q/s"] if query is not None else []) + ([f"recall@{k}"] if check_recall else [])
+    out.table(
+        f"{backend} ({metric}) on {data.name}",
+        columns,
+        [[n, r["n_features"], f"{r['build_seconds']:.2f}"] + ([f"{r['search_seconds']:.2f}", int(r["queries_per_second"])] if query is not None else []) + ([r["recall_at_k"]] if check_recall else []) for n, r in report.items()],
+    )
+    outputs = ([str(output)] if query is not None else []) + [str(p) for p in dests.values()]
+    out.result(
+        {
+            "command": "index",
+            "input": str(data),
+            "input_uuid": kf.uuid,
+            "query": str(query) if query is not None else None,
+            "output": str(output) if query is not None else None,
+            "indexes": [str(p) for p in dests.values()],
+            "backend": backend,
+            "metric": metric,
+            "k": k if (query is not None or check_recall) else None,
+            "params": params_used,
+            "layers": report,
+        },
+        outputs,
+    )
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _timed(fn: Any) -> float:
+    import time
+
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _recall(kf: Any, name: str, ds: Any, idx: Any, Q: Any, found: Any, self_query: bool, k: int, n_check: int, metric: str,
+            device: str, num_threads: int, seed: int, query_kw: dict[str, Any]) -> tuple[float, int]:
+    """(recall@k of ``idx`` against exact search, queries used) on ``n_check`` sampled queries.
+
+    The queries are the ``--query`` rows already searched (``Q`` and ``found``; ``Q`` is None when
+    DATA was searched against itself), else base rows searched now.
+    """
+    import numpy as np
+
+    from knntools.search.base import drop_own_rows, recall_at_k
+    from knntools.search.exact import ExactIndex
+
+    rng = np.random.default_rng(seed)
+    pool = len(found["indices"]) if found is not None else kf.n_samples
+    sample = np.sort(rng.choice(pool, size=min(n_check, pool), replace=False))
+    queries = kf.read_layer(name, rows=sample) if Q is None else Q[sample]
+    exact = ExactIndex(metric=metric, device=device, num_threads=num_threads or None).fit(ds)
+    if found is None:
+        approx = idx.kneighbors(queries, k, **query_kw)[1]
+    else:
+        approx = found["indices"][sample]
+    if self_query:
+        dist, ind = exact.kneighbors(queries, k + 1)
+        reference = drop_own_rows(ind, dist, sample)[0]
+    else:
+        reference = exact.kneighbors(queries, k)[1]
+    return recall_at_k(approx, reference), len(sample)

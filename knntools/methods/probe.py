@@ -1,0 +1,335 @@
+"""Probe a network's layers with k-NN, linear SVM and logistic regression (Cohen, Giryes & Sapiro).
+
+*DNN or k-NN: That is the Generalize vs. Memorize Question*. On the activations of a layer, fit
+classical classifiers ``M`` on the training set (with the labels the network was trained on) and
+compare them with the network (DNN) on the training and test sets:
+
+* accuracy of ``M``;
+* ``P_SAME(M) = p(f_M(s) = f_DNN(s))`` (Eq. 2), agreement with the DNN's arg-max;
+* ``D_KL(p_M || q_DNN) = sum_i p_i log(p_i / q_i)`` averaged over the samples (Eq. 1), ``p`` the
+  class probabilities of ``M``, ``q`` the DNN softmax;
+* the mutual agreement counts: both right, only ``M`` right, only the DNN right, both wrong.
+
+Classifiers (§3: ``k = 30`` for all experiments)
+
+``knn``  majority vote of the ``k`` nearest training samples (search layer, any backend/metric);
+         ``p_M`` = vote fractions (sklearn's ``KNeighborsClassifier.predict_proba`` with uniform
+         weights); ties go to the smallest class index. On the **training** set the vote is
+         leave-one-out: each sample's own row is excluded (``kneighbors(None, k)``), otherwise 1-NN
+         memorisation would be trivially perfect.
+``svm``  linear SVM (liblinear ``LinearSVC``, one-vs-rest, ``C = 1``) with Platt-sigmoid
+         probabilities from ``CalibratedClassifierCV(cv=3, ensemble=False)``.
+``lr``   multinomial logistic regression (lbfgs, ``C = 1``).
+
+Scaling (documented choices, not silent hours). k-NN always uses the full layer and every training
+row given. SVM and LR are fitted on at most ``fit_samples`` training rows (a seeded, class-
+stratified subsample; default 10 000), after standardisation and — for layers wider than
+``pca_dim`` (default 256) — a seeded randomized PCA to ``pca_dim`` components fitted on those rows.
+Prediction is done in row chunks. The D_KL uses ``q`` clipped below at ``eps = 1e-12`` (``0 log 0 =
+0`` for ``p``).
+
+Everything here works on arrays; no files, no printing.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from knntools.errors import InputError
+from knntools.utils import as_generator
+
+CLASSIFIERS = ("knn", "svm", "lr")
+DEFAULT_K = 30
+DEFAULT_PCA_DIM = 256
+DEFAULT_FIT_SAMPLES = 10_000
+KL_EPS = 1e-12
+
+
+def parse_classifiers(spec: str | Sequence[str]) -> list[str]:
+    """``"knn,svm,lr"`` → ``["knn", "svm", "lr"]``.
+
+    Raises
+    ------
+    InputError
+        An unknown or empty classifier list.
+    """
+    items = [s.strip().lower() for s in (spec.split(",") if isinstance(spec, str) else spec) if str(s).strip()]
+    bad = [s for s in items if s not in CLASSIFIERS]
+    if bad or not items:
+        raise InputError(f"--classifiers {spec!r}: unknown classifier {', '.join(bad) or '(none)'}; expected a comma list of {', '.join(CLASSIFIERS)}")
+    return list(dict.fromkeys(items))
+
+
+def vote_proba(neighbor_labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Vote fractions of the neighbours' labels: (n, k) int → (n, C) float64, rows sum to 1."""
+    lab = np.asarray(neighbor_labels, dtype=np.int64)
+    n, k = lab.shape
+    counts = np.zeros((n, n_classes), np.float64)
+    np.add.at(counts, (np.repeat(np.arange(n), k), lab.ravel()), 1.0)
+    return counts / k
+
+
+def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = KL_EPS) -> np.ndarray:
+    """Per-sample ``D_KL(p || q) = sum_i p_i log(p_i / q_i)`` (Eq. 1), float64 (n,).
+
+    ``0 log 0 = 0``; ``q`` is clipped below at ``eps`` so a confident DNN never gives ``inf``.
+    """
+    p = np.asarray(p, np.float64)
+    q = np.clip(np.asarray(q, np.float64), eps, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * (np.log(np.where(p > 0, p, 1.0)) - np.log(q)), 0.0)
+    return terms.sum(axis=1)
+
+
+def compare(proba: np.ndarray, dnn_proba: np.ndarray, y: np.ndarray | None, *, pred: np.ndarray | None = None) -> dict[str, Any]:
+    """Metrics of one classifier on one split against the DNN.
+
+    Parameters
+    ----------
+    proba : (n, C) class probabilities of the classifier ``M``
+    dnn_proba : (n, C) DNN softmax
+    y : (n,) labels to score accuracy against, or None
+    pred : (n,) predictions of ``M`` (default ``proba.argmax(1)``)
+
+    Returns
+    -------
+    dict
+        ``n``, ``accuracy``, ``p_same``, ``kl``, ``n_same``, ``n_different``, and with ``y``:
+        ``n_both_correct``, ``n_model_only_correct``, ``n_dnn_only_correct``, ``n_both_wrong``.
+    """
+    pm = np.asarray(proba).argmax(1) if pred is None else np.asarray(pred)
+    pd = np.asarray(dnn_proba).argmax(1)
+    same = pm == pd
+    res: dict[str, Any] = {
+        "n": int(len(pm)),
+        "accuracy": float("nan"),
+        "p_same": float(same.mean()),
+        "kl": float(kl_divergence(proba, dnn_proba).mean()),
+        "n_same": int(same.sum()),
+        "n_different": int((~same).sum()),
+    }
+    if y is not None:
+        y = np.asarray(y)
+        cm, cd = pm == y, pd == y
+        res.update({
+            "accuracy": float(cm.mean()),
+            "n_both_correct": int((cm & cd).sum()),
+            "n_model_only_correct": int((cm & ~cd).sum()),
+            "n_dnn_only_correct": int((~cm & cd).sum()),
+            "n_both_wrong": int((~cm & ~cd).sum()),
+        })
+    return res
+
+
+def stratified_subsample(y: np.ndarray, n: int | None, random_state: Any = 0) -> np.ndarray:
+    """Sorted row indices of a seeded class-stratified subsample of size ``n`` (all rows if ``n`` is None or ≥ len(y))."""
+    y = np.asarray(y)
+    if n is None or n >= len(y):
+        return np.arange(len(y))
+    rng = as_generator(random_state)
+    classes, counts = np.unique(y, return_counts=True)
+    quota = np.floor(counts / len(y) * n).astype(int)
+    rem = n - quota.sum()
+    if rem > 0:
+        frac = counts / len(y) * n - quota
+        quota[np.argsort(-frac, kind="stable")[:rem]] += 1
+    picked = [rng.choice(np.flatnonzero(y == c), size=min(q, cnt), replace=False) for c, q, cnt in zip(classes, quota, counts)]
+    return np.sort(np.concatenate(picked)) if picked else np.arange(0)
+
+
+@dataclass
+class ProbeConfig:
+    """Settings of :class:`LayerProbe` (see the module docstring for their meaning)."""
+
+    k: int = DEFAULT_K
+    metric: str = "l2"
+    backend: str = "exact"
+    search_params: dict[str, Any] = field(default_factory=dict)
+    pca_dim: int | None = DEFAULT_PCA_DIM
+    fit_samples: int | None = DEFAULT_FIT_SAMPLES
+    C: float = 1.0
+    max_iter: int = 1000
+    chunk_rows: int = 8192
+    random_state: int = 0
+
+
+class LayerProbe:
+    """k-NN / SVM / LR fitted on one layer's training activations.
+
+    Parameters
+    ----------
+    classifiers : sequence of {"knn", "svm", "lr"}
+    n_classes : int
+    config : ProbeConfig, optional
+
+    Attributes
+    ----------
+    models_ : dict name -> fitted sklearn Pipeline (svm, lr)
+    index_ : NeighborIndex (knn)
+    fit_rows_ : ndarray   training rows used to fit SVM / LR
+    pca_ : bool           whether PCA was applied before SVM / LR
+    converged_ : dict name -> bool (lr: lbfgs converged within ``max_iter``; svm: liblinear converged)
+    """
+
+    def __init__(self, classifiers: Sequence[str], n_classes: int, config: ProbeConfig | None = None):
+        self.classifiers = parse_classifiers(list(classifiers))
+        self.n_classes = int(n_classes)
+        self.config = config or ProbeConfig()
+
+    def fit(self, X: Any, y: np.ndarray) -> "LayerProbe":
+        """Fit on training activations ``X`` (n, d) float32 and labels ``y`` (n,) int64.
+
+        Raises
+        ------
+        InputError
+            ``k >= n`` for knn; fewer than 2 classes in ``y`` for svm / lr.
+        """
+        from sklearn.exceptions import ConvergenceWarning
+
+        cfg = self.config
+        y = np.asarray(y, dtype=np.int64)
+        n, d = X.shape
+        self.n_train_ = n
+        self.y_train_ = y
+        self.models_: dict[str, Any] = {}
+        self.converged_: dict[str, bool] = {}
+        if "knn" in self.classifiers:
+            if cfg.k >= n:
+                raise InputError(f"-k {cfg.k}: must be smaller than the training size ({n} samples)")
+            from knntools.search import make_index
+
+            self.index_ = make_index(cfg.backend, metric=cfg.metric, **cfg.search_params).fit(X)
+        lin = [c for c in self.classifiers if c in ("svm", "lr")]
+        self.pca_ = False
+        if lin:
+            if len(np.unique(y)) < 2:
+                raise InputError("svm/lr need at least 2 classes among the training labels")
+            self.fit_rows_ = stratified_subsample(y, cfg.fit_samples, cfg.random_state)
+            Xf = np.asarray(X if len(self.fit_rows_) == n else X[self.fit_rows_], dtype=np.float32)
+            yf = y[self.fit_rows_]
+            pre = self._preprocessor(d, len(yf)).fit(Xf)
+            Z = pre.transform(Xf)
+            for name in lin:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", ConvergenceWarning)
+                    clf = self._classifier(name).fit(Z, yf)
+                self.converged_[name] = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+                self.models_[name] = (pre, clf)
+        return self
+
+    def _preprocessor(self, d: int, n_fit: int) -> Any:
+        from sklearn.decomposition import PCA
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        cfg = self.config
+        steps: list[Any] = [StandardScaler()]
+        if cfg.pca_dim is not None and d > cfg.pca_dim and n_fit > cfg.pca_dim:
+            steps.append(PCA(n_components=cfg.pca_dim, svd_solver="randomized", random_state=cfg.random_state))
+            self.pca_ = True
+        return make_pipeline(*steps)
+
+    def _classifier(self, name: str) -> Any:
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold
+        from sklearn.svm import LinearSVC
+
+        cfg = self.config
+        if name == "lr":
+            return LogisticRegression(C=cfg.C, max_iter=cfg.max_iter, random_state=cfg.random_state)
+        svc = LinearSVC(C=cfg.C, dual="auto", max_iter=cfg.max_iter, random_state=cfg.random_state)
+        cv = StratifiedKFold(n_splits=3, shuffle=True, random_state=cfg.random_state)
+        return CalibratedClassifierCV(svc, method="sigmoid", cv=cv, ensemble=False)
+
+    def predict_proba(self, name: str, X: Any = None, *, train: bool = False) -> np.ndarray:
+        """Class probabilities (n, C) float64 of classifier ``name``.
+
+        Parameters
+        ----------
+        X : (n, d) array, or None with ``train=True`` for the training rows
+        train : bool
+            Evaluate the fitted training rows themselves; for ``knn`` this is leave-one-out.
+        """
+        cfg = self.config
+        if name == "knn":
+            if train:
+                _, idx = self.index_.kneighbors(None, cfg.k)
+            else:
+                _, idx = self.index_.kneighbors(X, cfg.k)
+            return vote_proba(self.y_train_[idx], self.n_classes)
+        pre, clf = self.models_[name]
+        out = np.zeros((X.shape[0], self.n_classes), np.float64)
+        cols = np.asarray(clf.classes_, dtype=np.int64)
+        for s in range(0, X.shape[0], cfg.chunk_rows):
+            block = np.asarray(X[s : s + cfg.chunk_rows], dtype=np.float32)
+            out[s : s + len(block), cols] = clf.predict_proba(pre.transform(block))
+        return out
+
+
+def probe_layer(
+    X_train: Any,
+    y_train: np.ndarray,
+    dnn_train: np.ndarray,
+    X_test: Any | None,
+    dnn_test: np.ndarray | None,
+    y_test: np.ndarray | None,
+    classifiers: Sequence[str],
+    n_classes: int,
+    config: ProbeConfig | None = None,
+    *,
+    y_train_clean: np.ndarray | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Fit the probes on one layer and compare them with the DNN on train (and test).
+
+    Parameters
+    ----------
+    X_train : (n_train, d) float32 training activations
+    y_train : (n_train,) int64 — the labels the network was trained on (fit targets; train
+        ``accuracy`` is measured against them, i.e. memorisation for random labels)
+    dnn_train : (n_train, C) DNN softmax on the training rows
+    X_test, dnn_test, y_test : test activations, DNN softmax, ground truth (or None)
+    y_train_clean : (n_train,) ground truth of the training rows, optional (adds
+        ``accuracy_clean`` to train rows)
+
+    Returns
+    -------
+    rows : list of dict
+        One per (classifier incl. ``"dnn"``, split): ``classifier``, ``split`` plus
+        :func:`compare` metrics (and ``accuracy_clean``, ``converged`` where relevant).
+    info : dict
+        ``pca`` (bool), ``fit_samples`` (rows used for svm/lr), ``converged`` per classifier.
+    """
+    cfg = config or ProbeConfig()
+    probe = LayerProbe(classifiers, n_classes, cfg).fit(X_train, y_train)
+    rows: list[dict[str, Any]] = []
+    splits: list[tuple[str, Any, np.ndarray, np.ndarray | None]] = [("train", X_train, dnn_train, y_train)]
+    if X_test is not None:
+        splits.append(("test", X_test, dnn_test, y_test))
+    for split, X, dnn, y in splits:
+        dnn_row = {"classifier": "dnn", "split": split, **compare(dnn, dnn, y), "kl": 0.0}
+        if split == "train" and y_train_clean is not None:
+            dnn_row["accuracy_clean"] = float((np.asarray(dnn).argmax(1) == y_train_clean).mean())
+        rows.append(dnn_row)
+        for name in probe.classifiers:
+            proba = probe.predict_proba(name, X, train=(split == "train"))
+            row = {"classifier": name, "split": split, **compare(proba, dnn, y)}
+            if split == "train" and y_train_clean is not None:
+                row["accuracy_clean"] = float((proba.argmax(1) == y_train_clean).mean())
+            if name in probe.converged_:
+                row["converged"] = bool(probe.converged_[name])
+            rows.append(row)
+    info = {"pca": bool(probe.pca_), "fit_samples": int(len(getattr(probe, "fit_rows_", []))), "converged": dict(probe.converged_)}
+    return rows, info
+
+
+def memorization_step(steps: Sequence[float], train_accuracy: Sequence[float], threshold: float = 1.0) -> float | None:
+    """First step at which the DNN's train accuracy reaches ``threshold`` (Figures 6–7 dashed lines), else None."""
+    for s, a in zip(steps, train_accuracy):
+        if a >= threshold - 1e-12:
+            return float(s)
+    return None

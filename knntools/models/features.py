@@ -1,0 +1,395 @@
+"""Loading a network for embedding and extracting its per-layer activations batch by batch.
+
+Three kinds of network are accepted (:func:`load_network`):
+
+* a knntools checkpoint (``knntools train``), loaded with ``torch.load(weights_only=True)``;
+* a TorchScript file (``torch.jit.save``): its ``forward`` returns logits, or a dict of tensors
+  with a ``"logits"`` entry whose other entries are hidden layers (hooks do not reach inside
+  compiled code);
+* a torchvision classification model name with a local state-dict file (``--arch resnet18
+  --weights file.pth``, loaded with ``weights_only=True``; ``{"state_dict": …}`` wrappers and
+  ``module.`` prefixes are accepted). The class count comes from the weights; grey images are
+  repeated to 3 channels *before* the (ImageNet, by default) per-channel normalisation, so
+  ImageNet weights see exactly what they were trained on.
+
+Layer naming
+------------
+Layers are module paths of the network (``model.get_submodule(name)``) captured with forward
+hooks on the module's *output*: ``conv1`` of ``dknn-cnn`` is the output of ``model.conv1``
+(Conv·ReLU). :func:`available_layers` lists the default layers in network order (see
+:func:`knntools.models.registry.model_layers`); ``penultimate`` is the layer whose (flattened)
+output feeds the final linear classifier; any other module path of ``named_modules()`` can be
+asked for by name. Logits are always stored separately (dataset ``logits``).
+
+Pooling
+-------
+``pool="none"`` stores a layer flattened (C·H·W values); ``"avg"``/``"max"`` reduce a conv map
+[C, H, W] over its spatial axes to C values (token sequences [T, D] over T) to keep files small.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from knntools.errors import InputError, SchemaError
+
+POOLS = ("none", "avg", "max")
+IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+@dataclass
+class Network:
+    """A network ready to embed data.
+
+    Attributes
+    ----------
+    module : torch.nn.Module or torch.jit.ScriptModule   in eval mode
+    kind : str              "knntools" | "torchvision" | "torchscript"
+    arch : str              registry/torchvision name, or "torchscript"
+    input_shape : tuple     per-sample shape the network expects, e.g. (1, 28, 28)
+    classes : list of str   output classes (empty when unknown: then the dataset's are used)
+    normalization : dict    {"mean", "std"} applied after optional channel repetition
+    repeat_channels : int   repeat a 1-channel input to this many channels first (0: never)
+    model_uuid : str
+    layers : list of str    default extractable layers in network order
+    penultimate : str       the layer feeding the classifier ("" when unknown)
+    checkpoint : dict       the knntools checkpoint ({} for other kinds)
+    path : str
+    """
+
+    module: Any
+    kind: str
+    arch: str
+    input_shape: tuple[int, ...]
+    classes: list[str]
+    normalization: dict[str, list[float]]
+    repeat_channels: int = 0
+    model_uuid: str = ""
+    layers: list[str] = field(default_factory=list)
+    penultimate: str = ""
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+    @property
+    def n_outputs(self) -> int | None:
+        """Number of logits, or None when not known without a forward pass."""
+        return len(self.classes) if self.classes else None
+
+
+def _preprocess(net: Network, x: Any) -> Any:
+    from knntools.models.training import Normalizer
+
+    if net.repeat_channels and x.ndim == 4 and x.shape[1] == 1:
+        x = x.expand(-1, net.repeat_channels, -1, -1)
+    norm = getattr(net, "_norm", None)
+    if norm is None or norm[0] != x.device:
+        norm = (x.device, Normalizer(net.normalization, x.device))
+        net._norm = norm  # type: ignore[attr-defined]
+    return norm[1](x)
+
+
+def forward_logits(net: Network, x: Any) -> Any:
+    """Logits of ``net`` on raw inputs ``x`` (images in [0, 1]); differentiable w.r.t. ``x``."""
+    out = net.module(_preprocess(net, x))
+    if isinstance(out, dict):
+        return out["logits"]
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Loading
+# ------------------------------------------------------------------------------------------
+
+
+def load_network(
+    path: str | os.PathLike | None = None,
+    *,
+    arch: str | None = None,
+    weights: str | os.PathLike | None = None,
+    input_shape: Sequence[int] | None = None,
+    normalization: dict[str, list[float]] | None = None,
+) -> Network:
+    """Load a knntools checkpoint, a TorchScript file, or a torchvision model with local weights.
+
+    Parameters
+    ----------
+    path : path, optional
+        A knntools checkpoint or TorchScript file (mutually exclusive with ``arch``/``weights``).
+    arch, weights : optional
+        torchvision model name and its state-dict file.
+    input_shape : sequence of int, optional
+        Per-sample input shape of the data (needed for TorchScript and torchvision models).
+    normalization : dict, optional
+        Override of the input normalisation (TorchScript default: identity; torchvision: ImageNet).
+
+    Raises
+    ------
+    InputError
+        Missing files, bad combinations, unknown arch.
+    SchemaError
+        A file that is neither a knntools checkpoint nor TorchScript, or weights that do not fit.
+    """
+    import torch
+
+    from knntools.models import registry
+    from knntools.models.checkpoint import is_torchscript, load_checkpoint, model_from_checkpoint
+
+    if path is not None and (weights is not None):
+        raise InputError("MODEL and --weights are exclusive; expected a checkpoint/TorchScript file, or --arch NAME --weights FILE")
+    if path is None:
+        if arch is None or weights is None:
+            raise InputError("expected a MODEL file (knntools checkpoint or TorchScript), or --arch NAME --weights FILE")
+        return _load_torchvision(arch, weights, input_shape, normalization)
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file")
+    if is_torchscript(p):
+        try:
+            module = torch.jit.load(str(p), map_location="cpu")
+        except Exception as exc:
+            raise SchemaError(f"{p}: cannot load TorchScript ({str(exc).splitlines()[0][:160]})") from None
+        module.eval()
+        if input_shape is None:
+            raise InputError(f"{p}: a TorchScript model needs --dataset to know its input shape")
+        net = Network(module, "torchscript", "torchscript", tuple(int(s) for s in input_shape), [],
+                      dict(normalization or {"mean": [], "std": []}), path=str(p))
+        net.model_uuid = _file_uuid(p)
+        with torch.no_grad():
+            out = module(_preprocess(net, torch.zeros((2, *net.input_shape))))
+        if isinstance(out, dict):
+            if "logits" not in out:
+                raise SchemaError(f"{p}: TorchScript forward returned a dict without 'logits' (keys: {', '.join(out)}); expected a 'logits' entry")
+            net.layers = [k for k in out if k != "logits"]
+            net.penultimate = net.layers[-1] if net.layers else ""
+        elif not isinstance(out, torch.Tensor):
+            raise SchemaError(f"{p}: TorchScript forward returned {type(out).__name__}; expected a logits tensor or a dict with 'logits'")
+        return net
+    ckpt = load_checkpoint(p)
+    module = model_from_checkpoint(ckpt)
+    net = Network(module, "knntools", str(ckpt["arch"]), tuple(int(s) for s in ckpt["input_shape"]), [str(c) for c in ckpt["classes"]],
+                  dict(normalization or ckpt["normalization"]), 0, str(ckpt["provenance"].get("model_uuid", "")),
+                  registry.model_layers(module), str(getattr(module, "knn_penultimate", "")), ckpt, str(p))
+    return net
+
+
+def _file_uuid(p: Path) -> str:
+    """A stable id for an external model file: uuid5 of its SHA-256 (files carry no uuid)."""
+    import hashlib
+    import uuid
+
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "sha256:" + h.hexdigest()))
+
+
+def _load_torchvision(arch: str, weights: str | os.PathLike, input_shape: Sequence[int] | None, normalization: dict | None) -> Network:
+    import torch
+    import torchvision.models as tvm
+
+    from knntools.models import registry
+
+    if arch not in registry.torchvision_names():
+        raise InputError(f"--arch {arch!r}: --weights needs a torchvision classification model name (e.g. resnet18, mobilenet_v3_large); "
+                         f"knntools architectures are loaded from their checkpoints")
+    wp = Path(weights)
+    if not wp.is_file():
+        raise InputError(f"--weights {wp}: no such file")
+    if input_shape is None or len(input_shape) != 3:
+        raise InputError(f"--arch {arch}: needs an image dataset (C, H, W); got {input_shape}")
+    try:
+        sd = torch.load(wp, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SchemaError(f"--weights {wp}: not loadable with torch.load(weights_only=True) ({str(exc).splitlines()[0][:160]}); expected a state dict") from None
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise SchemaError(f"--weights {wp}: expected a state dict (parameter name → tensor)")
+    sd = {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
+    probe = tvm.get_model(arch, weights=None)
+    registry.annotate_layers(probe)
+    key = f"{probe.knn_classifier}.weight"
+    if key not in sd:
+        raise SchemaError(f"--weights {wp}: no '{key}' tensor; expected a {arch} state dict")
+    n_classes = int(sd[key].shape[0])
+    model = tvm.get_model(arch, weights=None, num_classes=n_classes)
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as exc:
+        raise SchemaError(f"--weights {wp}: does not fit {arch} ({str(exc).splitlines()[0][:200]})") from None
+    registry.annotate_layers(model)
+    model.eval()
+    c = int(input_shape[0])
+    first = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    want = first.in_channels if first is not None else c
+    repeat = want if (c == 1 and want != 1) else 0
+    if c not in (1, want):
+        raise InputError(f"--arch {arch}: the weights take {want} input channels but the dataset has {c}")
+    norm = normalization or (IMAGENET_NORMALIZATION if want == 3 else {"mean": [], "std": []})
+    net = Network(model, "torchvision", arch, tuple(int(s) for s in input_shape), [], dict(norm), repeat,
+                  _file_uuid(wp), list(model.knn_layers), str(model.knn_penultimate), {}, str(wp))
+    return net
+
+
+# ------------------------------------------------------------------------------------------
+# Layers
+# ------------------------------------------------------------------------------------------
+
+
+def resolve_layers(net: Network, spec: str | Sequence[str]) -> list[str]:
+    """Turn ``all`` | ``penultimate`` | ``none`` | ``NAME,…`` into hidden-layer names.
+
+    ``logits`` may appear in a list and is ignored (logits are always stored). Names must be
+    default layers or (for ``nn.Module`` networks) any module path of ``named_modules()``.
+
+    Raises
+    ------
+    InputError
+        Unknown layer name (the message lists the valid ones), or ``penultimate`` on a network
+        without a known penultimate layer.
+    """
+    if isinstance(spec, str):
+        if spec == "all":
+            return list(net.layers)
+        if spec in ("none", "logits"):
+            return []
+        items = [s.strip() for s in spec.split(",") if s.strip()]
+    else:
+        items = list(spec)
+    modules = set()
+    if net.kind != "torchscript":
+        modules = {n for n, _ in net.module.named_modules() if n}
+    out: list[str] = []
+    for item in items:
+        if item == "logits":
+            continue
+        name = item
+        if item == "penultimate":
+            if not net.penultimate:
+                raise InputError(f"--layers penultimate: {net.path or net.arch} has no known penultimate layer; expected one of: {', '.join(net.layers) or 'logits'}")
+            name = net.penultimate
+        if name not in net.layers and name not in modules:
+            hint = " (any module path of the network also works; see --list-layers)" if modules else ""
+            raise InputError(f"--layers: layer '{item}' not found in {net.arch}; expected all, penultimate or names from: {', '.join(net.layers + ['logits'])}{hint}")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def _pool(t: Any, pool: str) -> Any:
+    if pool == "none" or t.ndim <= 2:
+        return t.reshape(len(t), -1)
+    axes = tuple(range(2, t.ndim)) if t.ndim == 4 else (1,)
+    if pool == "avg":
+        return t.float().mean(dim=axes)
+    return t.float().amax(dim=axes)
+
+
+@contextlib.contextmanager
+def _hooks(net: Network, names: Sequence[str], store: dict[str, Any]) -> Iterator[None]:
+    handles = []
+    if net.kind != "torchscript":
+        for name in names:
+            module = net.module.get_submodule(name)
+
+            def hook(_m: Any, _inp: Any, output: Any, _name: str = name) -> None:
+                if isinstance(output, (tuple, list)):
+                    output = output[0]
+                store[_name] = output.detach()
+
+            handles.append(module.register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def run_layers(net: Network, x: Any, names: Sequence[str]) -> tuple[Any, dict[str, Any]]:
+    """One no-grad forward pass: ``(logits [B, C], {name: raw layer output [B, ...]})``."""
+    import torch
+
+    store: dict[str, Any] = {}
+    with torch.no_grad(), _hooks(net, names, store):
+        out = net.module(_preprocess(net, x))
+    if isinstance(out, dict):
+        logits = out["logits"]
+        for name in names:
+            store[name] = out[name]
+    else:
+        logits = out
+    missing = [n for n in names if n not in store]
+    if missing:
+        raise InputError(f"--layers: {', '.join(missing)} produced no output during the forward pass (module not used by {net.arch}'s forward)")
+    return logits, store
+
+
+def describe_layers(net: Network, names: Sequence[str] | None = None, pool: str = "none") -> list[dict[str, Any]]:
+    """Shapes of layers from one forward pass of zeros.
+
+    Returns
+    -------
+    list of dict
+        ``{"name", "module", "shape" (per sample, before pooling), "dim" (values stored after
+        ``pool``), "penultimate" (bool)}`` for each layer, then one entry for ``logits``.
+    """
+    import torch
+
+    names = list(net.layers) if names is None else list(names)
+    net.module.eval()
+    logits, store = run_layers(net, torch.zeros((2, *net.input_shape)), names)
+    rows = []
+    for name in names:
+        t = store[name]
+        rows.append({"name": name, "module": name, "shape": [int(s) for s in t.shape[1:]], "dim": int(_pool(t, pool).shape[1]), "penultimate": name == net.penultimate})
+    rows.append({"name": "logits", "module": getattr(net.module, "knn_classifier", "") or "output", "shape": [int(logits.shape[1])], "dim": int(logits.shape[1]), "penultimate": False})
+    return rows
+
+
+def iter_activations(
+    net: Network,
+    X: np.ndarray,
+    names: Sequence[str],
+    *,
+    batch_size: int = 500,
+    device: Any = "cpu",
+    pool: str = "none",
+    dtype: Any = np.float32,
+    attack: str = "none",
+    y_attack: np.ndarray | None = None,
+    eps: float = 0.0,
+    pgd_steps: int = 10,
+    pgd_step_size: float | None = None,
+    seed: int = 0,
+) -> Iterator[tuple[int, dict[str, np.ndarray], np.ndarray]]:
+    """Yield ``(start, {layer: array [b, d] of dtype}, logits float32 [b, C])`` batch by batch.
+
+    Memory is bounded by one batch of every layer (nothing accumulates), so the caller can stream
+    the blocks to disk. With ``attack`` ∈ {"fgsm", "pgd"} each batch is first perturbed against
+    ``y_attack`` (see :mod:`knntools.models.attacks`; eps in [0, 1] pixel units before normalisation),
+    the PGD random start drawn from a generator seeded with ``seed``.
+    """
+    import torch
+
+    from knntools.models.attacks import perturb
+
+    device = torch.device(device)
+    net.module.to(device)
+    net.module.eval()
+    gen = torch.Generator().manual_seed(int(seed))
+    X_t = torch.as_tensor(X)
+    for start in range(0, len(X_t), batch_size):
+        xb = X_t[start : start + batch_size].to(device, torch.float32)
+        if attack != "none":
+            yb = torch.as_tensor(np.asarray(y_attack[start : start + batch_size]), dtype=torch.long, device=device)
+            xb = perturb(lambda z: forward_logits(net, z), xb, yb, attack, eps=eps, steps=pgd_steps, step_size=pgd_step_size, generator=gen)
+        logits, store = run_layers(net, xb, names)
+        feats = {name: _pool(store[name], pool).float().cpu().numpy().astype(dtype, copy=False) for name in names}
+        yield start, feats, logits.float().cpu().numpy()

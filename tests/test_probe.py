@@ -1,0 +1,171 @@
+"""Tests of the probe (knntools.methods.probe, `knntools probe`) against straightforward references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import make_blobs_activations, run_cli, run_json
+from knntools.errors import InputError
+from knntools.methods import probe as pb
+
+
+def _softmax(z):
+    z = np.asarray(z, np.float64)
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def reference_knn(X, y, Q, k, n_classes, loo=False):
+    """Plain k-NN vote: full distance matrix, argsort, count votes (ties → smallest class)."""
+    D = ((Q[:, None, :].astype(np.float64) - X[None].astype(np.float64)) ** 2).sum(-1)
+    if loo:
+        np.fill_diagonal(D, np.inf)
+    idx = np.argsort(D, axis=1, kind="stable")[:, :k]
+    P = np.zeros((len(Q), n_classes))
+    for i, row in enumerate(idx):
+        for j in row:
+            P[i, y[j]] += 1
+    return P / k
+
+
+def reference_kl(p, q):
+    return np.mean([sum(pi * np.log(pi / max(qi, 1e-12)) for pi, qi in zip(pr, qr) if pi > 0) for pr, qr in zip(p, q)])
+
+
+@pytest.fixture(scope="module")
+def data():
+    layers, logits, y = make_blobs_activations(n=150, seed=0, noise=2.0)
+    tl, tlog, ty = make_blobs_activations(n=60, seed=1, noise=2.0)
+    return layers["layer2"], y, _softmax(logits), tl["layer2"], ty, _softmax(tlog)
+
+
+def test_knn_probe_matches_reference(data):
+    X, y, q, Q, qy, qq = data
+    rows, info = pb.probe_layer(X, y, q, Q, qq, qy, ["knn"], 3, pb.ProbeConfig(k=30, search_params={"device": "cpu"}))
+    by = {(r["classifier"], r["split"]): r for r in rows}
+    for split, P, dnn, lab in (("train", reference_knn(X, y, X, 30, 3, loo=True), q, y), ("test", reference_knn(X, y, Q, 30, 3), qq, qy)):
+        r = by[("knn", split)]
+        pred = P.argmax(1)
+        assert r["accuracy"] == pytest.approx((pred == lab).mean())
+        assert r["p_same"] == pytest.approx((pred == dnn.argmax(1)).mean())
+        assert r["kl"] == pytest.approx(reference_kl(P, dnn), rel=1e-6)
+        cm, cd = pred == lab, dnn.argmax(1) == lab
+        assert (r["n_both_correct"], r["n_model_only_correct"], r["n_dnn_only_correct"], r["n_both_wrong"]) == (
+            int((cm & cd).sum()), int((cm & ~cd).sum()), int((~cm & cd).sum()), int((~cm & ~cd).sum()))
+        d = by[("dnn", split)]
+        assert d["p_same"] == 1.0 and d["kl"] == 0.0 and d["accuracy"] == pytest.approx(cd.mean())
+
+
+def test_linear_probes_match_sklearn(data):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    X, y, q, Q, qy, qq = data
+    probe = pb.LayerProbe(["svm", "lr"], 3, pb.ProbeConfig(random_state=0)).fit(X, y)
+    sc = StandardScaler().fit(X)
+    lr = LogisticRegression(C=1.0, max_iter=1000, random_state=0).fit(sc.transform(X), y)
+    np.testing.assert_allclose(probe.predict_proba("lr", Q), lr.predict_proba(sc.transform(Q)), rtol=1e-6, atol=1e-9)
+    svm = CalibratedClassifierCV(LinearSVC(C=1.0, dual="auto", max_iter=1000, random_state=0), method="sigmoid",
+                                 cv=StratifiedKFold(3, shuffle=True, random_state=0), ensemble=False).fit(sc.transform(X), y)
+    np.testing.assert_allclose(probe.predict_proba("svm", Q), svm.predict_proba(sc.transform(Q)), rtol=1e-6, atol=1e-9)
+    assert not probe.pca_
+
+
+def test_pca_and_subsample():
+    layers, logits, y = make_blobs_activations(n=400, seed=0, dims=(40,), noise=1.0)
+    cfg = pb.ProbeConfig(pca_dim=8, fit_samples=120, random_state=1)
+    probe = pb.LayerProbe(["lr"], 3, cfg).fit(layers["layer1"], y)
+    assert probe.pca_ and len(probe.fit_rows_) == 120
+    counts = np.bincount(y[probe.fit_rows_], minlength=3)
+    assert abs(counts - 120 * np.bincount(y) / len(y)).max() <= 1  # stratified
+    again = pb.LayerProbe(["lr"], 3, cfg).fit(layers["layer1"], y)
+    assert (again.fit_rows_ == probe.fit_rows_).all()
+    np.testing.assert_allclose(again.predict_proba("lr", layers["layer1"]), probe.predict_proba("lr", layers["layer1"]))
+
+
+def test_kl_and_parse():
+    p = np.array([[1.0, 0.0], [0.5, 0.5]])
+    q = np.array([[0.5, 0.5], [0.25, 0.75]])
+    np.testing.assert_allclose(pb.kl_divergence(p, q), [np.log(2), 0.5 * np.log(2) + 0.5 * np.log(0.5 / 0.75)])
+    assert pb.parse_classifiers("knn, LR") == ["knn", "lr"]
+    with pytest.raises(InputError):
+        pb.parse_classifiers("knn,tree")
+    assert pb.memorization_step([1, 2, 3], [0.5, 1.0, 1.0]) == 2.0 and pb.memorization_step([1], [0.9]) is None
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_layers_plot(activations_pair, tmp_path):
+    from knntools.io.table import read_table
+
+    train, test = activations_pair
+    out, png = tmp_path / "probe.h5", tmp_path / "probe.png"
+    res = run_json("probe", train, test, "--layers", "all", "--classifiers", "knn,svm,lr", "-o", out, "--plot", png)
+    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+    cols, attrs = read_table(out)
+    assert attrs["kind"] == "table" and attrs["method"] == "probe"
+    assert len(cols["layer"]) == 3 * 4 * 2 == len(res["rows"])  # 3 layers × (dnn+3) × 2 splits
+    import h5py
+
+    with h5py.File(train) as f:
+        X, y, q = f["layers/layer1"][()], f["labels"][()], _softmax(f["logits"][()])
+    P = reference_knn(X, y, X, 30, 3, loo=True)
+    m = (cols["layer"] == "layer1") & (cols["classifier"] == "knn") & (cols["split"] == "train")
+    assert cols["accuracy"][m][0] == pytest.approx((P.argmax(1) == y).mean())
+    assert cols["kl"][m][0] == pytest.approx(reference_kl(P, q), rel=1e-6)
+
+
+def test_cli_checkpoints(tmp_path):
+    from knntools.io.kinds import write_activations
+    from knntools.io.table import read_table
+
+    trains, tests = [], []
+    for step, noise in ((100, 3.0), (200, 2.0), (300, 1.0)):  # later checkpoints separate the classes better
+        for split, seed, n, lst in (("train", 0, 120, trains), ("test", 1, 60, tests)):
+            layers, logits, y = make_blobs_activations(n=n, seed=seed, noise=noise)
+            p = tmp_path / f"ckpt_{split}_{step}.h5"
+            write_activations(p, layers=layers, logits=logits, labels=y, ids=np.arange(n), classes=["a", "b", "c"],
+                              attrs={"model_uuid": "run-0", "split": split})
+            lst.append(p)
+    out, png = tmp_path / "curves.h5", tmp_path / "curves.png"
+    # the shell's expansion of `--checkpoints ckpt_train_*.h5 --test ckpt_test_*.h5`
+    res = run_json("probe", "--checkpoints", *trains, "--test", *tests, "--layers", "penultimate", "--classifiers", "knn",
+                   "-k", "10", "-o", out, "--plot", png)
+    assert res["n_checkpoints"] == 3 and png.exists()
+    cols, _ = read_table(out)
+    assert sorted(set(cols["step"].tolist())) == [100.0, 200.0, 300.0]
+    acc = [cols["accuracy"][(cols["step"] == s) & (cols["classifier"] == "knn") & (cols["split"] == "test")][0] for s in (100, 200, 300)]
+    assert acc[2] >= acc[0]
+    proc = run_cli("probe", "--checkpoints", *trains, "--test", tests[0], "-o", tmp_path / "x.h5")
+    assert proc.returncode == 2 and not (tmp_path / "x.h5").exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--classifiers", "knn,tree"], "tree"),
+    (["--layers", "fc9"], "fc9"),
+    (["-k", "300"], "training size"),
+    (["-k", "50", "--max-train", "40"], "training size"),
+])
+def test_cli_bad_input(activations_pair, tmp_path, args, needle):
+    train, test = activations_pair
+    out, png = tmp_path / "bad.h5", tmp_path / "bad.png"
+    proc = run_cli("probe", train, test, "-o", out, "--plot", png, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr and proc.stderr.count("\n") == 1 and proc.stdout == ""
+    assert not out.exists() and not png.exists()
+
+
+def test_cli_mismatched_files(activations_pair, tmp_path):
+    from knntools.io.kinds import write_activations
+
+    train, _ = activations_pair
+    layers, logits, y = make_blobs_activations(n=50, seed=3, dims=(16, 5))
+    other = tmp_path / "other.h5"
+    write_activations(other, layers=layers, logits=logits, labels=y, ids=np.arange(50), classes=["a", "b", "c"], attrs={"model_uuid": "model-0"})
+    proc = run_cli("probe", train, other, "-o", tmp_path / "bad.h5")
+    assert proc.returncode == 2 and "layer2" in proc.stderr and not (tmp_path / "bad.h5").exists()

@@ -1,0 +1,273 @@
+"""seq2knn: losses against direct formulas, the out-of-core merge against exact kNN on the sampled
+union, shapes of every model, the CLI (happy path, checkpoint, predictions) and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from knntools.errors import InputError
+from knntools.io.kinds import write_features
+from knntools.methods import seq2knn as s2k
+from conftest import run_cli, run_json
+
+torch.set_num_threads(1)
+
+
+# ------------------------------------------------------------------------------------------------
+# losses
+# ------------------------------------------------------------------------------------------------
+
+
+def _probs(n, K, C, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.softmax(torch.randn(n, K, C, generator=g), -1)
+
+
+def test_label_loss_matches_direct_formula():
+    P = _probs(2, 3, 4)
+    y_nb = torch.tensor([[0, 1, 1], [3, 3, 2]])
+    y = torch.tensor([1, 3])
+    alpha = 9.5
+    got = s2k.label_loss(P, y_nb, y, alpha).item()
+    # direct: KL(onehot || p) = -log p[label]
+    expect = 0.0
+    for i in range(2):
+        term = sum(-np.log(P[i, t, y_nb[i, t]].item()) for t in range(3)) / 3
+        ybar = P[i].mean(0)
+        term += alpha * -np.log(ybar[y[i]].item())
+        expect += term
+    expect /= 2
+    assert got == pytest.approx(expect, rel=1e-5)
+
+
+def test_label_loss_soft_targets_is_kl():
+    P = _probs(1, 2, 3, seed=1)
+    T = torch.tensor([[[0.2, 0.3, 0.5], [0.0, 1.0, 0.0]]])
+    G = torch.tensor([[0.5, 0.5, 0.0]])
+    got = s2k.label_loss(P, T, G, alpha=2.0).item()
+    kl = lambda p, q: sum(pi * np.log(pi / qi) for pi, qi in zip(p, q) if pi > 0)  # noqa: E731
+    Pn = P[0].numpy().astype(np.float64)
+    expect = (kl(T[0, 0].numpy(), Pn[0]) + kl(T[0, 1].numpy(), Pn[1])) / 2 + 2.0 * kl(G[0].numpy(), Pn.mean(0))
+    assert got == pytest.approx(expect, rel=1e-5)
+    # KL of a distribution with itself is zero
+    assert s2k.kl_divergence(P, P).abs().max().item() < 1e-6
+
+
+def test_vector_and_combined_loss():
+    g = torch.Generator().manual_seed(0)
+    Xp, Xt = torch.randn(3, 2, 4, generator=g), torch.randn(3, 2, 4, generator=g)
+    expect = np.mean([sum(float(((Xp[i, t] - Xt[i, t]) ** 2).sum()) for t in range(2)) for i in range(3)])
+    assert s2k.vector_loss(Xp, Xt).item() == pytest.approx(expect, rel=1e-5)
+    P = _probs(3, 2, 3)
+    y_nb, y = torch.tensor([[0, 1], [2, 2], [1, 1]]), torch.tensor([0, 2, 1])
+    out = {"step_probs": P, "step_vectors": Xp}
+    both = s2k.combined_loss(out, y_nb, Xt, y, alpha=3.0, lam=1.3).item()
+    assert both == pytest.approx(s2k.label_loss(P, y_nb, y, 3.0).item() + 1.3 * expect, rel=1e-5)
+    assert s2k.combined_loss({"step_vectors": Xp}, y_nb, Xt, y, alpha=3.0, lam=1.3).item() == pytest.approx(expect, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# kNN targets
+# ------------------------------------------------------------------------------------------------
+
+
+def test_merge_topk_drops_duplicates():
+    d, i = s2k.merge_topk(np.array([[0.1, 0.5]], np.float32), np.array([[3, 7]]), np.array([[0.1, 0.2, 0.9]], np.float32), np.array([[3, 4, 8]]), 3)
+    assert i.tolist() == [[3, 4, 7]]
+    assert np.allclose(d, [[0.1, 0.2, 0.5]])
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_out_of_core_equals_exact_knn_on_sampled_union(metric):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 6)).astype(np.float32)
+    K, B = 4, 16
+    d, idx, samples = s2k.out_of_core_neighbors(X, K, batches=5, batch_size=B, metric=metric, query_block=B, random_state=1, return_samples=True)
+    assert d.shape == (200, K) and idx.shape == (200, K) and idx.dtype == np.int64
+    for qb, union in enumerate(samples):
+        for r in range(qb * B, min(200, (qb + 1) * B)):
+            cand = union[union != r]
+            if metric == "l2":
+                dist = np.linalg.norm(X[cand] - X[r], axis=1)
+            else:
+                dist = 1 - (X[cand] @ X[r]) / (np.linalg.norm(X[cand], axis=1) * np.linalg.norm(X[r]))
+            expect = cand[np.argsort(dist, kind="stable")[:K]]
+            assert set(idx[r]) == set(expect)
+            assert np.allclose(np.sort(d[r]), np.sort(dist)[:K], atol=1e-4)
+            assert r not in idx[r]
+
+
+def test_out_of_core_reads_h5_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 5)).astype(np.float32)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["X"] = X
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        d_h5, i_h5 = s2k.out_of_core_neighbors(f["X"], 3, batches=4, batch_size=10, random_state=3)
+    d_np, i_np = s2k.out_of_core_neighbors(X, 3, batches=4, batch_size=10, random_state=3)
+    assert np.array_equal(i_h5, i_np) and np.allclose(d_h5, d_np)
+
+
+def test_out_of_core_with_all_batches_is_exact():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3)).astype(np.float32)
+    _, idx = s2k.out_of_core_neighbors(X, 3, batches=1, batch_size=40, random_state=0)
+    _, ref = s2k.full_neighbors(X, 3)
+    assert np.array_equal(np.sort(idx, 1), np.sort(ref, 1))
+
+
+def test_neighbor_bad_input():
+    X = np.zeros((5, 2), np.float32)
+    with pytest.raises(InputError, match="K=5"):
+        s2k.full_neighbors(X, 5)
+    with pytest.raises(InputError, match="must exceed K"):
+        s2k.out_of_core_neighbors(X, 3, batch_size=3)
+    with pytest.raises(InputError, match="K=5"):
+        s2k.out_of_core_neighbors(X, 5, batch_size=8)
+    Xn = np.ones((10, 2), np.float32)
+    Xn[4, 1] = np.nan
+    with pytest.raises(InputError, match="non-finite"):
+        s2k.out_of_core_neighbors(Xn, 2, batches=2, batch_size=5)
+
+
+# ------------------------------------------------------------------------------------------------
+# models
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", s2k.MODELS + ("ffn",))
+def test_model_shapes(name):
+    n, D, C, K = 6, 7, 3, 4
+    m = s2k.build_model(name, D, C, K=K, hidden=8)
+    x = torch.randn(n, D)
+    out = m(x, torch.randn(5, D), torch.tensor([0, 1, 2, 0, 1])) if name in s2k.MEMORY_MODELS else m(x)
+    if name in s2k.LABEL_MODELS:
+        assert out["step_probs"].shape == (n, K, C)
+        assert torch.allclose(out["step_probs"].sum(-1), torch.ones(n, K), atol=1e-5)
+        assert torch.allclose(out["probs"], out["step_probs"].mean(1))
+    if name in s2k.VECTOR_MODELS:
+        assert out["step_vectors"].shape == (n, K, D)
+    if name == "v2vs":
+        assert "probs" not in out
+    if name == "ffn":
+        assert out["probs"].shape == (n, C)
+
+
+def _blobs(n=240, D=6, C=3, seed=0, minority=None):
+    rng = np.random.default_rng(seed)
+    centers = np.random.default_rng(99).normal(0, 3, size=(C, D))
+    p = None if minority is None else np.array([minority] + [(1 - minority) / (C - 1)] * (C - 1))
+    y = rng.choice(C, size=n, p=p).astype(np.int64)
+    X = (centers[y] + rng.normal(size=(n, D))).astype(np.float32)
+    return X, y
+
+
+@pytest.mark.parametrize("name", s2k.MODELS)
+def test_train_and_predict_every_model(name):
+    X, y = _blobs(150)
+    Xt, yt = _blobs(60, seed=1)
+    _, nb = s2k.full_neighbors(X, 3)
+    res = s2k.train_model(name, X, y, 3, neighbors=nb, val=(Xt, yt), K=3, hidden=16, epochs=3, random_state=0)
+    p = s2k.predict(res.model, Xt, name=name, memory=res.bank, reference=res.bank)
+    assert p["predictions"].shape == (60,) and p["scores"].shape == (60, 3) and p["step_labels"].shape == (60, 3)
+    # V2VS learns labels only through its vectors: 3 epochs are enough for the others
+    assert s2k.macro_f1(yt, p["predictions"], 3) > (0.4 if name == "v2vs" else 0.6)
+    if name in s2k.VECTOR_MODELS:
+        assert p["step_vectors"].shape == (60, 3, 6)
+    with pytest.raises(InputError, match="neighbors"):
+        s2k.train_model(name, X, y, 3, neighbors=nb[:, :2], K=3, epochs=1)
+
+
+def test_knn_vote_ties_go_to_nearer():
+    pred, frac = s2k.knn_vote(np.array([[2, 1, 1, 2], [0, 0, 1, 1]]), 3)
+    assert pred.tolist() == [2, 0]
+    assert np.allclose(frac[0], [0, 0.5, 0.5])
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def feature_pair(tmp_path):
+    X, y = _blobs(200, minority=0.15)
+    Xt, yt = _blobs(80, seed=1, minority=0.15)
+    classes = ["rare", "b", "c"]
+    write_features(tmp_path / "train.h5", features=X, labels=y, classes=classes)
+    write_features(tmp_path / "test.h5", features=Xt, labels=yt, classes=classes)
+    return tmp_path / "train.h5", tmp_path / "test.h5"
+
+
+def test_cli_full_v2vsls(feature_pair, tmp_path):
+    train, test = feature_pair
+    ck, pred = tmp_path / "seq.pt", tmp_path / "pred.h5"
+    res = run_json("seq2knn", train, "--model", "v2vsls", "-K", "3", "--epochs", "3", "-o", ck, "--eval", test, "--predictions", pred)
+    assert res["model"] == "v2vsls" and res["mode"] == "full"
+    assert set(res["test"]) == {"v2vsls", "knn", "ffn"}
+    assert res["test"]["v2vsls"]["macro_f1"] > 0.6
+    loaded = torch.load(ck, weights_only=True)
+    assert loaded["model"] == "v2vsls" and loaded["n_features"] == 6 and loaded["hyper"]["K"] == 3
+    model, _, scaler = s2k.load_checkpoint(ck)
+    assert model(torch.zeros(2, 6))["step_probs"].shape == (2, 3, 3)
+    with h5py.File(pred, "r") as f:
+        assert f["predictions"].shape == (80,) and f["step_labels"].shape == (80, 3) and f.attrs["kind"] == "predictions"
+
+
+def test_cli_out_of_core_mnknn_vec(feature_pair, tmp_path):
+    train, test = feature_pair
+    res = run_json("seq2knn", train, "--model", "mnknn-vec", "-K", "3", "--out-of-core", "--batches", "4", "--batch-size", "16",
+                   "--epochs", "2", "-o", tmp_path / "mn.pt", "--eval", test)
+    assert res["mode"] == "out-of-core" and set(res["test"]) == {"mnknn-vec", "knn-batch"}
+    assert (tmp_path / "mn.pt").exists()
+
+
+def _no_outputs(tmp_path, *names):
+    return all(not (tmp_path / n).exists() for n in names) and not list(tmp_path.glob(".*partial"))
+
+
+def test_cli_bad_input(feature_pair, tmp_path):
+    train, test = feature_pair
+    # K larger than the training set
+    p = run_cli("seq2knn", train, "-K", "500", "--epochs", "1", "-o", tmp_path / "a.pt")
+    assert p.returncode == 2 and "-K 500" in p.stderr and _no_outputs(tmp_path, "a.pt")
+    # B not above K out of core
+    p = run_cli("seq2knn", train, "-K", "5", "--out-of-core", "--batch-size", "4", "-o", tmp_path / "a.pt")
+    assert p.returncode == 2 and "--batch-size" in p.stderr
+    # unknown model
+    p = run_cli("seq2knn", train, "--model", "lstm", "-o", tmp_path / "a.pt")
+    assert p.returncode == 2 and "unknown" in p.stderr
+    # labels out of range
+    bad = tmp_path / "bad_labels.h5"
+    X, y = _blobs(50)
+    write_features(bad, features=X, labels=y + 5, classes=["a", "b", "c"])
+    p = run_cli("seq2knn", bad, "--epochs", "1", "-o", tmp_path / "a.pt")
+    assert p.returncode == 2 and "labels" in p.stderr and _no_outputs(tmp_path, "a.pt")
+    # non-finite features (full and out-of-core)
+    nan = tmp_path / "nan.h5"
+    X[7, 2] = np.inf
+    write_features(nan, features=X, labels=y, classes=["a", "b", "c"])
+    for extra in ([], ["--out-of-core", "--batches", "2", "--batch-size", "8", "-K", "3"]):
+        p = run_cli("seq2knn", nan, "--epochs", "1", "-o", tmp_path / "a.pt", *extra)
+        assert p.returncode == 2 and "non-finite" in p.stderr and _no_outputs(tmp_path, "a.pt"), p.stderr
+    # test file of another width
+    other = tmp_path / "other.h5"
+    write_features(other, features=np.zeros((10, 4), np.float32), labels=np.zeros(10, np.int64), classes=["a", "b", "c"])
+    p = run_cli("seq2knn", train, "--epochs", "1", "-o", tmp_path / "a.pt", "--eval", other)
+    assert p.returncode == 2 and "features" in p.stderr and _no_outputs(tmp_path, "a.pt")
+    # --predictions without --eval
+    p = run_cli("seq2knn", train, "-o", tmp_path / "a.pt", "--predictions", tmp_path / "p.h5")
+    assert p.returncode == 2 and "--eval" in p.stderr
+
+
+def test_cli_json_is_one_object(feature_pair, tmp_path):
+    train, _ = feature_pair
+    p = run_cli("seq2knn", train, "--model", "v2ls", "-K", "3", "--epochs", "1", "-o", tmp_path / "x.pt", "--json", "--val-size", "0")
+    assert p.returncode == 0, p.stderr
+    lines = [l for l in p.stdout.splitlines() if l.strip()]
+    assert len(lines) == 1 and json.loads(lines[0])["model"] == "v2ls"
