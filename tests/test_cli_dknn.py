@@ -117,6 +117,20 @@ def test_calibration_file_excludes_same_ids_and_modes(files, cli):
         np.testing.assert_array_equal(kf.read("ids"), np.arange(50, 160))
         np.testing.assert_array_equal(kf.f["calibration/ids"][()], np.arange(50))
         assert kf.attrs["attack"] == "fgsm" and list(kf.f["neighbors"]) == ["layer2", "logits"]
+    out3 = d / "fgsm_strat.h5"  # non-contiguous calibration and evaluated rows (streamed row selection)
+    cli.json("dknn", train, shifted, "-k", "10", "--calibration-file", test, "--calibration-mode", "stratified", "--calibration", "50", "-o", out3, "--layers", "layer2,logits")
+    with KFile(out3) as kf, KFile(shifted) as sh:
+        cal_ids = kf.f["calibration/ids"][()]
+        assert len(cal_ids) == 50 and not np.array_equal(cal_ids, np.arange(50))
+        np.testing.assert_array_equal(kf.read("ids"), np.setdiff1d(np.arange(160), cal_ids))
+        # the evaluated rows' own neighbours: recompute one layer's labels directly
+        rows = kf.read("rows")
+        q = sh.read_layer("layer2")[rows]
+        with KFile(train) as tr:
+            X, y = tr.read_layer("layer2"), tr.read_labels()
+        qn, xn = q / np.linalg.norm(q, axis=1, keepdims=True), X / np.linalg.norm(X, axis=1, keepdims=True)
+        nn = np.argsort(((qn[:, None] - xn[None]) ** 2).sum(-1), axis=1)[:, :10]
+        np.testing.assert_array_equal(np.sort(kf.read("neighbors/layer2/labels"), 1), np.sort(y[nn], 1))
     out2 = d / "strat.h5"
     s2 = cli.json("dknn", train, test, "-k", "10", "--calibration", "30", "--calibration-mode", "stratified", "--seed", "3", "-o", out2)
     with KFile(out2) as kf:

@@ -16,6 +16,11 @@ from knntools.models.training import Normalizer, TrainConfig, augment_batch, eva
 
 torch.set_num_threads(1)
 
+
+class Evil:
+    """An arbitrary pickled object: weights_only loading must refuse it."""
+
+
 ARCHS = list(registry.registered())
 
 
@@ -185,10 +190,6 @@ def test_load_checkpoint_refuses_other_files(tmp_path):
     torch.save({"x": torch.zeros(1)}, tmp_path / "sd.pt")
     with pytest.raises(SchemaError, match="not a knntools checkpoint"):
         load_checkpoint(tmp_path / "sd.pt")
-
-    class Evil:
-        pass
-
     torch.save({"format": "knntools-model", "obj": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(SchemaError):
         load_checkpoint(tmp_path / "evil.pt")
@@ -196,6 +197,7 @@ def test_load_checkpoint_refuses_other_files(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_load_network_knntools_torchscript_and_torchvision(tmp_path):
     m = registry.build_model("dknn-cnn", (1, 8, 8), 3, width=4).eval()
     p = save_checkpoint(_ckpt(m, "dknn-cnn", (1, 8, 8), ["a", "b", "c"], kwargs={"width": 4}), tmp_path / "m.pt")

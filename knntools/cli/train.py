@@ -11,8 +11,10 @@ from knntools.cli._errors import handle_errors
 from knntools.cli._options import DataDir, DatasetName, Device, Download, Force, Json, LabelColumn, NumThreads, OutputPath, Quiet, Seed, Verbose
 from knntools.cli._output import Output
 
-HELP = """Train a network (mlp, lenet, dknn-cnn, resnet20, wide-resnet, vgg13, resnet10, ffn, or any
-torchvision classification model) and write a self-describing checkpoint.
+HELP = """Train a classifier on an image set or a table and write a self-describing checkpoint.
+
+Architectures: mlp (MLP-640), lenet, dknn-cnn, resnet20, wide-resnet, vgg13, resnet10, ffn (tables),
+or any torchvision classification model by name (resnet18, mobilenet_v3_large, …).
 
 Images are kept in memory as tensors (no DataLoader); augmentation (random crop + flip) runs on
 tensors. Labels come from the dataset, or from a `noise` labels file (--labels). --subset N trains on
@@ -143,6 +145,8 @@ def train_cli(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
+    import sys
+
     import numpy as np
 
     from knntools.errors import InputError
@@ -270,7 +274,7 @@ def train_cli(
     model_uuid = new_uuid()
     provenance = {
         "model_uuid": model_uuid, "created": utc_now(), "knntools_version": __version__,
-        "command": list(h5mod._COMMAND_OVERRIDE or []), "dataset": train_ds.name,
+        "command": list(h5mod._COMMAND_OVERRIDE or ["python", *sys.argv]), "dataset": train_ds.name,
         "data_dir": str(Path(data_dir).resolve()) if data_dir else None, "dataset_path": str(Path(dataset).resolve()) if is_table else None,
         "split": "train", "n_train": int(len(rows)), "labels_file": labels_file, "labels_uuid": labels_uuid,
         "subset": int(subset) if subset is not None else (int(len(rows)) if resumed is not None and "subset_ids" in resumed else None),

@@ -790,7 +790,19 @@ def train_model(
     from knntools.utils import as_generator
 
     rng = as_generator(random_state)
-    torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
+    devices = [device] if str(device).startswith("cuda") else []
+    with torch.random.fork_rng(devices=devices):  # seed dropout/init without touching the caller's global RNG
+        torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
+        return _train(name, X, y, n_classes, rng, neighbors=neighbors, train_rows=train_rows, val=val, K=K, hidden=hidden, tau=tau,
+                      lam=lam, alpha=alpha, lr=lr, dropout=dropout, epochs=epochs, batch_size=batch_size, memory_size=memory_size,
+                      bank_size=bank_size, device=device, callback=callback)
+
+
+def _train(name: str, X: Any, y: np.ndarray, n_classes: int, rng: np.random.Generator, *, neighbors: Any, train_rows: Any, val: Any,
+           K: int, hidden: int, tau: float, lam: float, alpha: float, lr: float, dropout: float, epochs: int, batch_size: int,
+           memory_size: int, bank_size: int, device: Any, callback: Any) -> TrainResult:
+    import torch
+
     N, D = int(X.shape[0]), int(X.shape[1])
     y = check_labels(y, n_classes)
     rows = np.arange(N, dtype=np.int64) if train_rows is None else np.asarray(train_rows, dtype=np.int64)

@@ -16,6 +16,7 @@ gradient scaler. CPU training is float32.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -193,7 +194,7 @@ def evaluate(model: Any, X: Any, y: Any, *, normalizer: Normalizer, device: Any,
     y_t = torch.as_tensor(np.asarray(y), dtype=torch.long)
     if len(y_t) == 0:
         return {"loss": float("nan"), "acc": float("nan")}
-    return {"loss": float(F.cross_entropy(logits, y_t)), "acc": float((logits.argmax(1) == y_t).float().mean())}
+    return {"loss": float(F.cross_entropy(logits, y_t)), "acc": int((logits.argmax(1) == y_t).sum()) / len(y_t)}
 
 
 # ------------------------------------------------------------------------------------------
@@ -302,8 +303,8 @@ def train_model(
 
     def snapshot(epoch: int, epoch_step: int) -> dict[str, Any]:
         return {
-            "epoch": epoch, "step": step, "epoch_step": epoch_step, "optimizer": opt.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "rng": torch.get_rng_state(),
+            "epoch": epoch, "step": step, "epoch_step": epoch_step, "optimizer": copy.deepcopy(opt.state_dict()),
+            "scaler": copy.deepcopy(scaler.state_dict()) if scaler.is_enabled() else {}, "rng": torch.get_rng_state(),
             "epoch_sums": [float(sums[0]), int(sums[1]), int(sums[2])], "history": list(history),
         }
 

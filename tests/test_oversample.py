@@ -1,0 +1,159 @@
+"""oversample: the model procedure balances classes from predicted vectors, SMOTE/ADASYN wrappers,
+downstream evaluation, the CLI and bad input (SMOTE neighbours, checkpoint for another dimension)."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from knntools.errors import InputError
+from knntools.io.kinds import write_features
+from knntools.methods import oversample as ovs
+from knntools.methods import seq2knn as s2k
+
+torch.set_num_threads(1)
+
+
+def _imbalanced(n_major=120, n_minor=20, D=5, seed=0, shift=3.0):
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([rng.normal(0, 1, (n_major, D)), rng.normal(shift, 1, (n_minor, D))]).astype(np.float32)
+    y = np.concatenate([np.zeros(n_major, np.int64), np.ones(n_minor, np.int64)])
+    return X, y
+
+
+def test_model_oversample_balances_with_generated_vectors():
+    X, y = _imbalanced()
+    calls = []
+
+    def generate(rows):  # K = 3 vectors: the row shifted by 0.1, 0.2, 0.3
+        calls.append(len(rows))
+        return np.stack([rows + 0.1 * (t + 1) for t in range(3)], 1)
+
+    res = ovs.model_oversample(X, y, 2, generate, random_state=0)
+    assert res.counts_before.tolist() == [120, 20] and res.counts_after.tolist() == [120, 120]
+    assert res.synthetic.sum() == 100 and not res.synthetic[:140].any()
+    syn = res.X[res.synthetic]
+    src = res.source[res.synthetic]
+    assert (res.y[res.synthetic] == 1).all()
+    # every synthetic row is a generated vector of its recorded source chain (offset in (0, 0.3 * rounds])
+    assert np.all(syn.mean(1) > X[y == 1].mean() - 5)
+    assert (src >= 120).all() and (src < 140).all()
+
+
+def test_model_oversample_single_pass_is_paper_procedure():
+    X, y = _imbalanced()
+    gen = lambda rows: np.repeat(rows[:, None, :], 5, 1)  # noqa: E731  K = 5
+    res = ovs.model_oversample(X, y, 2, gen, max_rounds=1, random_state=0)
+    assert res.counts_after.tolist() == [120, 120]  # 20 minority samples × 5 = 100 = the deficit
+    res = ovs.model_oversample(*_imbalanced(n_minor=10), 2, gen, max_rounds=1, random_state=0)
+    assert res.counts_after.tolist() == [120, 60]  # ran out of minority sources
+    res = ovs.model_oversample(*_imbalanced(n_minor=10), 2, gen, max_rounds=None, random_state=0)
+    assert res.counts_after.tolist() == [120, 120]
+
+
+@pytest.mark.parametrize("method", ["smote", "adasyn"])
+def test_imblearn_oversample(method):
+    X, y = _imbalanced(shift=0.7)  # overlapping classes: ADASYN needs majority rows near the minority
+    res = ovs.imblearn_oversample(X, y, 2, method, random_state=0)
+    assert res.counts_before.tolist() == [120, 20]
+    assert abs(int(res.counts_after[1]) - 120) <= 12  # ADASYN balances approximately
+    assert res.synthetic.sum() == len(res.y) - 140 and np.array_equal(res.X[:140], X)
+
+
+def test_smote_too_few_neighbors():
+    X, y = _imbalanced(n_minor=4)
+    with pytest.raises(InputError, match="class 1 has 4 samples"):
+        ovs.imblearn_oversample(X, y, 2, "smote", k_neighbors=5)
+
+
+def test_evaluate_downstream_keys():
+    X, y = _imbalanced()
+    Xt, yt = _imbalanced(seed=1)
+    ev = ovs.evaluate_downstream({"original": (X, y)}, Xt, yt, 2, ["logreg", "knn"])
+    assert set(ev["original"]) == {"logreg", "knn"}
+    assert ev["original"]["logreg"]["macro_f1"] > 0.8
+
+
+class _Proc:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_inproc(capsys, *args):
+    from knntools.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    cap = capsys.readouterr()
+    return _Proc(code, cap.out, cap.err)
+
+
+@pytest.fixture
+def files(tmp_path):
+    X, y = _imbalanced()
+    Xt, yt = _imbalanced(seed=1)
+    write_features(tmp_path / "train.h5", features=X, labels=y, classes=["major", "minor"])
+    write_features(tmp_path / "test.h5", features=Xt, labels=yt, classes=["major", "minor"])
+    return tmp_path / "train.h5", tmp_path / "test.h5"
+
+
+def test_cli_model_and_smote(files, tmp_path, capsys):
+    train, test = files
+    p = run_inproc(capsys, "seq2knn", train, "--model", "v2vsls", "--lam", "1.3", "--alpha", "3", "-K", "3", "--epochs", "2",
+                   "-o", tmp_path / "seq.pt", "-q")
+    assert p.returncode == 0, p.stderr
+    p = run_inproc(capsys, "oversample", train, "--method", "v2vsls", "--model", tmp_path / "seq.pt", "-o", tmp_path / "bal.h5",
+                   "--eval", test, "--classifiers", "logreg,knn", "--json")
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert res["counts_after"] == [120, 120] and res["balanced"] and res["n_synthetic"] == 100
+    assert set(res["downstream"]) == {"original", "v2vsls"}
+    with h5py.File(tmp_path / "bal.h5", "r") as f:
+        assert f.attrs["kind"] == "features" and f["features"].shape == (240, 5)
+        assert f["synthetic"][()].sum() == 100 and (f["ids"][()][f["synthetic"][()]] == -1).all()
+        assert np.isfinite(f["features"][()]).all()
+    p = run_inproc(capsys, "oversample", train, "--method", "smote", "-o", tmp_path / "sm.h5", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["counts_after"] == [120, 120]
+
+
+def test_cli_bad_input(files, tmp_path, capsys):
+    train, _ = files
+    # SMOTE with a class smaller than its neighbours
+    X, y = _imbalanced(n_minor=3)
+    small = tmp_path / "small.h5"
+    write_features(small, features=X, labels=y, classes=["a", "b"])
+    p = run_inproc(capsys, "oversample", small, "--method", "smote", "-o", tmp_path / "o.h5")
+    assert p.returncode == 2 and "k_neighbors" in p.stderr and not (tmp_path / "o.h5").exists()
+    # checkpoint for another feature dimension
+    other = tmp_path / "other.h5"
+    X6, y6 = _imbalanced(D=6)
+    write_features(other, features=X6, labels=y6, classes=["a", "b"])
+    p = run_inproc(capsys, "seq2knn", other, "--model", "v2vsls", "-K", "3", "--epochs", "1", "-o", tmp_path / "six.pt", "-q")
+    assert p.returncode == 0, p.stderr
+    p = run_inproc(capsys, "oversample", train, "--method", "v2vsls", "--model", tmp_path / "six.pt", "-o", tmp_path / "o.h5")
+    assert p.returncode == 2 and "6 features" in p.stderr and not (tmp_path / "o.h5").exists()
+    # model method without a model; a label-only checkpoint
+    p = run_inproc(capsys, "oversample", train, "--method", "v2vsls", "-o", tmp_path / "o.h5")
+    assert p.returncode == 2 and "--model" in p.stderr
+    p = run_inproc(capsys, "seq2knn", train, "--model", "v2ls", "-K", "3", "--epochs", "1", "-o", tmp_path / "v2ls.pt", "-q")
+    p = run_inproc(capsys, "oversample", train, "--method", "v2vsls", "--model", tmp_path / "v2ls.pt", "-o", tmp_path / "o.h5")
+    assert p.returncode == 2 and "no feature vectors" in p.stderr
+    # non-finite features, labels out of range
+    Xn = X6.copy()
+    Xn[3, 0] = np.nan
+    write_features(tmp_path / "nan.h5", features=Xn, labels=y6, classes=["a", "b"])
+    p = run_inproc(capsys, "oversample", tmp_path / "nan.h5", "--method", "smote", "-o", tmp_path / "o.h5")
+    assert p.returncode == 2 and "non-finite" in p.stderr
+    write_features(tmp_path / "lab.h5", features=X6, labels=y6 + 2, classes=["a", "b"])
+    p = run_inproc(capsys, "oversample", tmp_path / "lab.h5", "--method", "smote", "-o", tmp_path / "o.h5")
+    assert p.returncode == 2 and "labels" in p.stderr
+    assert not (tmp_path / "o.h5").exists() and not list(tmp_path.glob(".*partial"))
