@@ -13,8 +13,8 @@
 #
 # Environment: OUT, ARCH (ffn) and ARCH_KWARGS (hidden=[512,512,512]: fc1, fc2, fc3 + logits, enough
 # capacity to memorise random labels quickly), SUBSET (2000 training rows; memorising 60k random
-# labels on a CPU is out of budget), EPOCHS_TRUE (30), EPOCHS_RANDOM (100), CKPT_EVERY (optimizer
-# steps between checkpoints), DATA_DIR, KNNTOOLS, SEED.
+# labels on a CPU is out of budget), EPOCHS_TRUE (30), EPOCHS_RANDOM (100), CKPT_TRUE / CKPT_RANDOM
+# (optimizer steps between checkpoints), DATA_DIR, KNNTOOLS, SEED.
 set -euo pipefail
 
 K=${KNNTOOLS:-knntools}
@@ -27,7 +27,8 @@ if [ "${TOY:-0}" = 1 ]; then
   SUB=()
   EPOCHS_TRUE=${EPOCHS_TRUE:-4}
   EPOCHS_RANDOM=${EPOCHS_RANDOM:-4}
-  CKPT_EVERY=${CKPT_EVERY:-11}
+  CKPT_TRUE=${CKPT_TRUE:-11}
+  CKPT_RANDOM=${CKPT_RANDOM:-11}
 else
   OUT=${OUT:-probe_fmnist}
   DATA=(--dataset fashion-mnist --data-dir "${DATA_DIR:-/usr/share/datasets/fashion-mnist}")
@@ -36,7 +37,8 @@ else
   SUB=(--subset "${SUBSET:-2000}")
   EPOCHS_TRUE=${EPOCHS_TRUE:-30}
   EPOCHS_RANDOM=${EPOCHS_RANDOM:-100}
-  CKPT_EVERY=${CKPT_EVERY:-400}
+  CKPT_TRUE=${CKPT_TRUE:-80}      # 2000 rows / batch 128 = 16 steps per epoch: 6 checkpoints
+  CKPT_RANDOM=${CKPT_RANDOM:-200}  # 1600 steps: 8 checkpoints
 fi
 mkdir -p "$OUT"
 cd "$OUT"
@@ -46,13 +48,14 @@ cd "$OUT"
 for variant in true random; do
   labels=()
   epochs=$EPOCHS_TRUE
-  if [ "$variant" = random ]; then labels=(--labels labels_random.h5); epochs=$EPOCHS_RANDOM; fi
+  every=$CKPT_TRUE
+  if [ "$variant" = random ]; then labels=(--labels labels_random.h5); epochs=$EPOCHS_RANDOM; every=$CKPT_RANDOM; fi
   rm -rf "ckpt_$variant" "curves_$variant"
   mkdir -p "curves_$variant"
   akw=()
   [ -n "$ARCH_KWARGS" ] && akw=(--arch-kwargs "$ARCH_KWARGS")
   "$K" train "${DATA[@]}" "${labels[@]}" "${SUB[@]}" --arch "$ARCH" "${akw[@]}" --epochs "$epochs" --seed "$SEED" \
-      --checkpoint-every "$CKPT_EVERY" --checkpoint-dir "ckpt_$variant" -o "model_$variant.pt" --force -q >/dev/null
+      --checkpoint-every "$every" --checkpoint-dir "ckpt_$variant" -o "model_$variant.pt" --force -q >/dev/null
   # Figure 4: every layer of the final network
   for split in train test; do
     "$K" embed "model_$variant.pt" "${DATA[@]}" --split "$split" --layers all -o "${variant}_$split.h5" --force -q >/dev/null

@@ -183,3 +183,18 @@ def test_help_and_hnsw_backend(activations_pair, tmp_path, capsys):
     code, out, err = _run(capsys, "distill-knet", train, "--backend", "hnsw", "--epochs", "1", "--k-range", "1:11", "-o", tmp_path / "h.pt", "--json")
     assert code == 0, err
     assert json.loads(out)["backend"] == "hnsw"
+
+
+def test_reuses_saved_index_and_refuses_stale_one(activations_pair, tmp_path, capsys):
+    from knntools.search import make_index
+
+    train, test = activations_pair
+    with h5py.File(train) as f:
+        X, uuid = f["layers/layer2"][()], str(f.attrs["uuid"])
+    good, stale = tmp_path / "train.layer2.hnsw", tmp_path / "stale.hnsw"
+    make_index("hnsw", metric="l2", seed=0).fit(X).save(good, metadata={"source_uuid": uuid, "layer": "layer2"})
+    make_index("hnsw", metric="l2", seed=0).fit(X).save(stale, metadata={"source_uuid": "another-file", "layer": "layer2"})
+    code, out, err = _run(capsys, "distill-knet", train, "--index", good, "--epochs", "1", "--k-range", "1:11", "-o", tmp_path / "i.pt", "--json")
+    assert code == 0, err
+    code, out, err = _run(capsys, "distill-knet", train, "--index", stale, "--epochs", "1", "--k-range", "1:11", "-o", tmp_path / "j.pt")
+    assert code == 2 and "source_uuid" in err and not (tmp_path / "j.pt").exists()

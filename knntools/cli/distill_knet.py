@@ -15,12 +15,12 @@ from knntools.cli._search_options import Backend, Ef, EfConstruction, HnswM, Ind
 HELP = """Distil kNN on a network's embedding into a tiny network (kNet), or evaluate a kNet.
 
 Two forms, told apart by the first argument. An activations file trains a kNet (Mizrahi & Avidan,
-Table 1: FC(d+1 → d/16) · ReLU · BN · FC(d/16 → L) · softmax; k enters as the feature k / K, K = the top of --k-range, also for --fixed-k)
-on the normalised votes of each training sample's k nearest other training samples' labels in
---layer, with k drawn uniformly from --k-range per sample (or --fixed-k), and writes a .pt
-checkpoint. A .pt checkpoint evaluates that kNet on --eval FILE for every k in --k, beside the
-preliminary network and plain kNN at the same k (paper Tables 2–5) and the kNet-vs-kNN distance of
-the output distributions (Figure 3), and writes a predictions file with -o.
+Table 1: FC(d+1 → d/16) · ReLU · BN · FC(d/16 → L) · softmax; k enters as the input feature k / K,
+K = the top of --k-range) on the normalised votes of each training sample's k nearest other
+training samples' labels in --layer, with k drawn uniformly from --k-range per sample (or
+--fixed-k), and writes a .pt checkpoint. A .pt checkpoint evaluates that kNet on --eval FILE for
+every k in --k, beside the preliminary network and plain kNN at the same k (paper Tables 2–5) and
+the kNet-vs-kNN distance of the output distributions (Figure 3), and writes a predictions file with -o.
 
 Reads: activations (layers/<layer>, labels, labels_clean, logits, ids; kind activations or features).
 Writes: training: a kNet checkpoint (torch.load(weights_only=True)-loadable dict);

@@ -13,7 +13,8 @@ from knntools.cli._output import Output
 
 HELP = """Show a knntools file's kind, provenance, datasets (shape, dtype) and attributes.
 
-Reads: any knntools HDF5 file (labels, activations, features, predictions, neighbors, table).
+Reads: any knntools HDF5 file (labels, activations, features, predictions, neighbors, table), or a
+knntools checkpoint (.pt from train, distill-knet, seq2knn: its header, never executing code).
 Writes: nothing. With --json: {"files": [...]} on stdout.
 """
 
@@ -27,10 +28,92 @@ EPILOG = """Examples:
 PROVENANCE = ("kind", "format_version", "uuid", "parents", "knntools_version", "created", "command", "seed")
 
 
+def _summarise(obj: Any, depth: int = 0) -> Any:
+    """Checkpoint header as JSON-able values; tensors become "tensor[shape] dtype"."""
+    try:
+        import torch
+
+        if isinstance(obj, torch.Tensor):
+            if obj.numel() <= 8 and obj.dim() <= 1:
+                return obj.tolist()
+            return f"tensor[{'x'.join(str(s) for s in obj.shape)}] {str(obj.dtype).replace('torch.', '')}"
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, dict):
+        if depth >= 2 and len(obj) > 12:
+            return f"<{len(obj)} entries>"
+        return {str(k): _summarise(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        if len(obj) > 16:
+            return f"<list of {len(obj)}>"
+        return [_summarise(v, depth + 1) for v in obj]
+    return obj
+
+
+def describe_checkpoint(path: Path) -> dict[str, Any]:
+    """Describe a knntools ``.pt`` checkpoint loaded with ``torch.load(weights_only=True)``.
+
+    Raises
+    ------
+    InputError
+        Not loadable safely, or not a knntools checkpoint.
+    """
+    import torch
+
+    from knntools.errors import InputError
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path}: not a knntools checkpoint loadable with torch.load(weights_only=True) ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(obj, dict) or not str(obj.get("format", "")).startswith("knntools"):
+        raise InputError(f"{path}: not a knntools checkpoint (no 'format' key starting with 'knntools')")
+    prov = obj.get("provenance") if isinstance(obj.get("provenance"), dict) else {}
+    if not prov and isinstance(obj.get("meta"), dict):  # kNet / seq2knn keep theirs under "meta"
+        prov = obj["meta"]
+    uuid = prov.get("model_uuid") or obj.get("uuid") or prov.get("uuid")
+    parents = prov.get("parents") or obj.get("parents") or [u for u in (prov.get("labels_uuid"), prov.get("source_uuid"), obj.get("source_uuid")) if u]
+    header = {k: _summarise(v) for k, v in obj.items() if k not in ("state_dict", "training_state")}
+    n_params = sum(int(t.numel()) for t in (obj.get("state_dict") or {}).values() if hasattr(t, "numel"))
+    return {
+        "path": str(path),
+        "kind": "checkpoint",
+        "format": obj.get("format"),
+        "n_parameters": n_params,
+        "provenance": {"uuid": uuid, "parents": parents, "command": prov.get("command") or obj.get("command"),
+                       "created": prov.get("created") or obj.get("created"), "knntools_version": prov.get("knntools_version") or obj.get("knntools_version")},
+        "attrs": header,
+        "datasets": {},
+    }
+
+
+def describe_index(path: Path) -> dict[str, Any]:
+    """Describe a saved search index through its JSON sidecar (``<index>.json``)."""
+    from knntools.search import read_index_header
+
+    header = read_index_header(path)
+    meta = header.get("metadata") or {}
+    return {
+        "path": str(path),
+        "kind": "index",
+        "format": header.get("format"),
+        "n_samples": header.get("n_samples"),
+        "provenance": {"uuid": None, "parents": [meta["source_uuid"]] if meta.get("source_uuid") else [],
+                       "command": header.get("command"), "created": header.get("created"),
+                       "knntools_version": header.get("knntools_version")},
+        "attrs": {k: v for k, v in header.items() if k not in ("created", "knntools_version", "format")},
+        "datasets": {},
+    }
+
+
 def describe(path: Path) -> dict[str, Any]:
     """Describe one file: provenance, attributes, datasets (name → shape, dtype, attrs)."""
     import h5py
 
+    if Path(path).suffix.lower() in (".pt", ".pth"):
+        return describe_checkpoint(Path(path))
+    if Path(path).suffix.lower() in (".hnsw", ".idx", ".index") or Path(str(path) + ".json").is_file():
+        return describe_index(Path(path))
     from knntools.io.h5 import KFile, read_attrs
 
     with KFile(path) as kf:
@@ -73,12 +156,19 @@ def info_cli(
 
     console = Console(highlight=False, soft_wrap=True)  # info's human output *is* its result: stdout
     for d in infos:
-        console.print(f"[bold]{d['path']}[/bold]: knntools {d['kind']} file, {d['n_samples']} samples")
+        if d["kind"] == "index":
+            console.print(escape(f"{d['path']}: knntools search index ({d['attrs'].get('backend')}, {d['attrs'].get('metric')}), {d['n_samples']} vectors"))
+        elif d["kind"] == "checkpoint":
+            console.print(escape(f"{d['path']}: knntools checkpoint ({d['format']}), {d['n_parameters']:,} parameters"))
+        else:
+            console.print(escape(f"{d['path']}: knntools {d['kind']} file, {d['n_samples']} samples"))
         for k, v in d["provenance"].items():
             console.print(escape(f"  {k:17s} {json.dumps(v) if isinstance(v, (list, dict)) else v}"))
         for k, v in d["attrs"].items():
             text = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
             console.print(escape(f"  {k:17s} {text if len(text) < 200 or verbose else text[:197] + '...'}"))
+        if not d["datasets"]:
+            continue
         t = Table(show_edge=False, header_style="bold", pad_edge=False)
         for c in ("dataset", "shape", "dtype", "attrs"):
             t.add_column(c)

@@ -2,8 +2,9 @@
 
 Distances are computed block by block, faiss-style: the base is read once, in blocks of
 ``base_batch_size`` rows (an h5py dataset is streamed, never loaded whole); each base block is
-multiplied with blocks of ``batch_size`` queries into one reused score buffer
-(``2 q.x - ||x||^2`` via ``addmm`` for l2, ``q.x / ||x||`` for cosine, ``q.x`` for ip), the best
+multiplied with blocks of ``batch_size`` queries into one reused score buffer by a single GEMM
+(``2 q.x - ||x||^2`` for l2, via operands augmented with ``||x||^2`` and ``-1``; ``q.x / ||x||``
+for cosine; ``q.x`` for ip), the best
 ``k`` per query are taken with ``topk`` and merged into a running top-k. Memory therefore stays
 bounded by the two blocks and the ``(batch_size, base_batch_size)`` score buffer, whatever the size
 of the base. Runs on CUDA when present (``device="auto"``).
@@ -178,46 +179,55 @@ class ExactIndex(NeighborIndex):
 
         # Per-row statistics: squared norms (l2), inverse norms (cosine; 0 for a zero vector).
         x_sq = torch.from_numpy(self._sq_norms).to(dev)
-        if metric == "l2":
-            x_col = -x_sq
-        elif metric == "cosine":
-            x_col = torch.where(x_sq > 0, x_sq.rsqrt(), torch.zeros_like(x_sq))
-        else:
-            x_col = None
+        x_inv = torch.where(x_sq > 0, x_sq.rsqrt(), torch.zeros_like(x_sq)) if metric == "cosine" else None
         if self_query:
             Qt = None
             q_sq = x_sq
         else:
             Qt = torch.from_numpy(np.ascontiguousarray(Q))
-            if Qt.dtype != torch.float32:
-                Qt = Qt.float()
             q_sq = torch.from_numpy(np.einsum("ij,ij->i", Q, Q, dtype=np.float64).astype(np.float32)).to(dev)
         q_inv = torch.where(q_sq > 0, q_sq.rsqrt(), torch.zeros_like(q_sq)) if metric == "cosine" else None
 
+        # Scores come from one GEMM per tile, S = A_q @ A_x.T, largest = nearest:
+        #   l2:     A_q = [2q, -1], A_x = [x, ||x||^2]  ->  S = 2 q.x - ||x||^2 = ||q||^2 - ||q - x||^2
+        #   cosine: A_q = q,        A_x = x / ||x||     ->  S = ||q|| cos(q, x)  (||q|| does not change a row's ranking)
+        #   ip:     A_q = q,        A_x = x             ->  S = q.x
+        width = d + 1 if metric == "l2" else d
         best_d = torch.empty((nq, k), dtype=torch.float32, device=dev)
         best_i = torch.empty((nq, k), dtype=torch.int64, device=dev)
         score_buf = torch.empty(qb * bb, dtype=torch.float32, device=dev)
-        xbuf = None if (src.in_memory and src.dtype == np.float32) else np.empty((bb, d), np.float32)
-        qbuf = None if (src.in_memory and src.dtype == np.float32) or not self_query else np.empty((qb, d), np.float32)
+        xa_buf = torch.empty((bb, width), dtype=torch.float32, device=dev) if metric != "ip" else None
+        qa_buf = torch.empty((qb, width), dtype=torch.float32, device=dev)
+        if metric == "l2":
+            qa_buf[:, d] = -1
+        float32_view = src.in_memory and src.dtype == np.float32
+        xbuf = None if float32_view else np.empty((bb, d), np.float32)
+        qbuf = None if float32_view or not self_query else np.empty((qb, d), np.float32)
         inf = float("inf")
 
         for b0 in range(0, n, bb):
             b1 = min(b0 + bb, n)
             m = b1 - b0
             xb = torch.from_numpy(src.block(b0, b1, out=xbuf)).to(dev)
-            xbT = xb.t()
-            col = None if x_col is None else x_col[b0:b1]
+            if metric == "l2":
+                xa = xa_buf[:m]
+                xa[:, :d] = xb
+                xa[:, d] = x_sq[b0:b1]
+            elif metric == "cosine":
+                xa = torch.mul(xb, x_inv[b0:b1, None], out=xa_buf[:m])
+            else:
+                xa = xb
+            xaT = xa.t()
             for q0 in range(0, nq, qb):
                 q1 = min(q0 + qb, nq)
                 s = q1 - q0
                 qc = (torch.from_numpy(src.block(q0, q1, out=qbuf)) if self_query else Qt[q0:q1]).to(dev)
-                S = score_buf[: s * m].view(s, m)
+                qa = qa_buf[:s]
                 if metric == "l2":
-                    torch.addmm(col, qc, xbT, beta=1, alpha=2, out=S)  # 2 q.x - ||x||^2
+                    torch.mul(qc, 2, out=qa[:, :d])
                 else:
-                    torch.mm(qc, xbT, out=S)
-                    if metric == "cosine":
-                        S.mul_(col)  # q.x / ||x||; the query's norm does not change its ranking
+                    qa.copy_(qc)
+                S = torch.mm(qa, xaT, out=score_buf[: s * m].view(s, m))
                 if self_query:
                     lo, hi = max(q0, b0), min(q1, b1)
                     if lo < hi:
