@@ -27,32 +27,32 @@ def _imbalanced(n_major=120, n_minor=20, D=5, seed=0, shift=3.0):
 
 def test_model_oversample_balances_with_generated_vectors():
     X, y = _imbalanced()
-    calls = []
 
-    def generate(rows):  # K = 3 vectors: the row shifted by 0.1, 0.2, 0.3
-        calls.append(len(rows))
-        return np.stack([rows + 0.1 * (t + 1) for t in range(3)], 1)
+    def generate(rows):  # K = 3 vectors: the row shifted by 0.1, 0.2, 0.3; label by the first coordinate
+        V = np.stack([rows + 0.1 * (t + 1) for t in range(3)], 1)
+        return V, (V[:, :, 0] > 1.5).astype(np.int64)
 
     res = ovs.model_oversample(X, y, 2, generate, random_state=0)
     assert res.counts_before.tolist() == [120, 20] and res.counts_after.tolist() == [120, 120]
     assert res.synthetic.sum() == 100 and not res.synthetic[:140].any()
-    syn = res.X[res.synthetic]
-    src = res.source[res.synthetic]
-    assert (res.y[res.synthetic] == 1).all()
-    # every synthetic row is a generated vector of its recorded source chain (offset in (0, 0.3 * rounds])
-    assert np.all(syn.mean(1) > X[y == 1].mean() - 5)
-    assert (src >= 120).all() and (src < 140).all()
+    syn, lab = res.X[res.synthetic], res.y[res.synthetic]
+    assert (lab == 1).all() and (syn[:, 0] > 1.5).all()  # labels are the generator's predicted labels
+    assert (res.source[res.synthetic] >= 0).all() and (res.source[~res.synthetic] == -1).all()
 
 
-def test_model_oversample_single_pass_is_paper_procedure():
+def test_model_oversample_source_labels_and_rounds():
     X, y = _imbalanced()
-    gen = lambda rows: np.repeat(rows[:, None, :], 5, 1)  # noqa: E731  K = 5
-    res = ovs.model_oversample(X, y, 2, gen, max_rounds=1, random_state=0)
+    gen = lambda rows: (np.repeat(rows[:, None, :], 5, 1), np.zeros((len(rows), 5), np.int64))  # noqa: E731  K = 5, label 0
+    res = ovs.model_oversample(X, y, 2, gen, label_from="source", max_rounds=1, random_state=0)
     assert res.counts_after.tolist() == [120, 120]  # 20 minority samples × 5 = 100 = the deficit
-    res = ovs.model_oversample(*_imbalanced(n_minor=10), 2, gen, max_rounds=1, random_state=0)
+    assert (res.source[res.synthetic] >= 120).all()  # only minority sources
+    res = ovs.model_oversample(*_imbalanced(n_minor=10), 2, gen, label_from="source", max_rounds=1, random_state=0)
     assert res.counts_after.tolist() == [120, 60]  # ran out of minority sources
-    res = ovs.model_oversample(*_imbalanced(n_minor=10), 2, gen, max_rounds=None, random_state=0)
+    res = ovs.model_oversample(*_imbalanced(n_minor=10), 2, gen, label_from="source", max_rounds=None, random_state=0)
     assert res.counts_after.tolist() == [120, 120]
+    # predicted labels all majority: nothing to add
+    res = ovs.model_oversample(X, y, 2, gen, random_state=0)
+    assert res.counts_after.tolist() == [120, 20] and not res.synthetic.any()
 
 
 @pytest.mark.parametrize("method", ["smote", "adasyn"])

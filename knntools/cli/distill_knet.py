@@ -404,6 +404,11 @@ def _evaluate(ckpt: Path, eval_file: Path, output: Path | None, *, train: Path |
         if approx_rows:
             out.table("kNet vs kNN output distributions (paper Figure 3)", ["k", "mean |diff|", "max kNN", "max kNet", "agree"],
                       [(r["k"], r["mad"], r["max_knn"], r["max_knet"], r["agreement"]) for r in approx_rows])
+        fig = None
+        if plot is not None and approx_rows:  # build the figure before writing anything
+            from knntools.plotting.knet import plot_approximation
+
+            fig = plot_approximation(approx_rows, title=f"{label} vs kNN on {Path(eval_file).name} ({lname})")
         written = []
         if output is not None:
             write_predictions(
@@ -417,10 +422,7 @@ def _evaluate(ckpt: Path, eval_file: Path, output: Path | None, *, train: Path |
                 parents=[kf.uuid] + ([trf.uuid] if trf is not None else []), seed=seed, force=force,
             )
             written.append(output)
-        if plot is not None and approx_rows:
-            from knntools.plotting.knet import plot_approximation
-
-            fig = plot_approximation(approx_rows, title=f"{label} vs kNN on {Path(eval_file).name} ({lname})")
+        if fig is not None:
             with atomic_path(plot, force=force) as tmp:
                 fig.savefig(tmp, format="png", dpi=120)
             written.append(plot)

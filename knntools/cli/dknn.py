@@ -315,7 +315,8 @@ def dknn_cli(
         if tmp_png is not None:
             from knntools.plotting.reliability import dknn_panels, reliability_figure
 
-            label = str(ev.attrs.get("attack") or "") or Path(evaluate).stem
+            attack = str(ev.attrs.get("attack") or "none")
+            label = Path(evaluate).stem if attack == "none" else f"{attack} ({Path(evaluate).stem})"
             fig = reliability_figure(dknn_panels(credibility=res.credibility, dknn_correct=correct, dnn_confidence=dnn_conf,
                                                  dnn_correct=dnn_correct, label=label), n_bins=bins)
             fig.savefig(tmp_png, format="png", dpi=110)

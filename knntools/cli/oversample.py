@@ -15,10 +15,12 @@ from knntools.cli._output import Output
 HELP = """Balance the classes of a training file by adding synthetic minority samples and write a `features` file.
 
 --method v2vsls | mnknn-vec (Xu & Klabjan §4): a model trained by `knntools seq2knn` (--model seq.pt;
-train it with --lam 1.3 --alpha 3 as the paper recommends) predicts K neighbour vectors for each
-minority sample, added with that sample's class in random order until the class reaches the majority
-count. The paper makes one pass over the original minority samples (--max-rounds 1); by default
-further rounds generate from the previous round's synthetic rows until every class is balanced.
+train it with --lam 1.3 --alpha 3 as the paper recommends) predicts K neighbour vectors and their
+labels for each training sample, in random order; a synthetic (vector, predicted label) is added when
+its label is a minority class still short of the majority count. The paper makes one pass over the
+training samples (--max-rounds 1); by default further passes generate from the previous pass's
+synthetic rows until every class is balanced. --label-from source: only minority samples are
+sources and their vectors take the source's class.
 --method smote | adasyn: imbalanced-learn's SMOTE / ADASYN (--k-neighbors), for comparison.
 Both work in the standardised space (the checkpoint's scaler; the training rows' mean/std for
 SMOTE/ADASYN) and write rows back in the original units. --eval TEST.h5 trains downstream classifiers
@@ -47,7 +49,8 @@ def oversample_cli(
     model: Annotated[Optional[Path], typer.Option("--model", help="Checkpoint from `knntools seq2knn` (a v2vsls, v2vs or mnknn-vec model).", dir_okay=False)] = None,
     layer: Annotated[str, typer.Option("--layer", help="Activations files: the layer to oversample. Ignored for features files.")] = "penultimate",
     k_neighbors: Annotated[int, typer.Option("--k-neighbors", min=1, help="SMOTE k_neighbors / ADASYN n_neighbors.")] = 5,
-    max_rounds: Annotated[int, typer.Option("--max-rounds", min=0, help="Model methods: passes of generation; 1 = the paper's single pass over the original minority samples, 0 = until balanced.")] = 0,
+    label_from: Annotated[str, typer.Option("--label-from", help="Model methods: label a synthetic vector with the model's predicted neighbour label (predicted: the paper; every training sample is a source) or with its minority source sample's class (source).")] = "predicted",
+    max_rounds: Annotated[int, typer.Option("--max-rounds", min=0, help="Model methods: passes of generation; 1 = the paper's single pass over the training samples, 0 = repeat from the synthetic rows until balanced.")] = 0,
     eval_file: Annotated[Optional[Path], typer.Option("--eval", help="Test file: compare downstream classifiers trained on original vs oversampled rows (macro F1).", dir_okay=False)] = None,
     classifiers: Annotated[str, typer.Option("--classifiers", help="Comma-separated downstream classifiers: rf, ffn, gb, logreg, knn.")] = "rf,ffn,gb",
     seed: Seed = 0,
@@ -77,6 +80,8 @@ def oversample_cli(
     model_methods = ("v2vsls", "mnknn-vec")
     if method in model_methods and model is None:
         raise InputError(f"--method {method}: expected --model CHECKPOINT.pt from `knntools seq2knn --model {method}`")
+    if label_from not in ("predicted", "source"):
+        raise InputError(f"--label-from {label_from!r}: expected predicted or source")
     if method not in model_methods and model is not None:
         raise InputError(f"--model: only used with --method v2vsls or mnknn-vec (got --method {method})")
     check_output_path(output, force)
@@ -125,15 +130,16 @@ def oversample_cli(
         h = ck["hyper"]
         rng = np.random.default_rng(seed)
 
-        def generate(rows: np.ndarray) -> np.ndarray:
-            return s2k.predict(net, rows, name=ck["model"], memory=mem, memory_size=int(h.get("memory_size", 64)), reference=mem,
-                               random_state=int(rng.integers(0, 2**31 - 1)))["step_vectors"]
+        def generate(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            p = s2k.predict(net, rows, name=ck["model"], memory=mem, memory_size=int(h.get("memory_size", 64)), reference=mem,
+                            random_state=int(rng.integers(0, 2**31 - 1)))
+            return p["step_vectors"], p["step_labels"]
 
         Z = scaler(X)
-        res = ovs.model_oversample(Z, y, C, generate, max_rounds=max_rounds or None, random_state=seed)
+        res = ovs.model_oversample(Z, y, C, generate, label_from=label_from, max_rounds=max_rounds or None, random_state=seed)
         res.X = np.concatenate([X, scaler.inverse(res.X[len(y):])]) if len(res.X) > len(y) else X
         info = {"checkpoint": str(model), "checkpoint_model": ck["model"], "K": int(h["K"]), "lam": h.get("lam"), "alpha": h.get("alpha"),
-                "max_rounds": max_rounds}
+                "max_rounds": max_rounds, "label_from": label_from}
     else:
         mean, std = s2k.stream_moments(X)
         scaler = s2k.Standardizer(mean, std)

@@ -24,8 +24,10 @@ Defaults chosen here, and why
 ``drop_zero_calibration=False``
     The reference implementation sorts the calibration scores and removes the zeros
     (``np.trim_zeros(..., 'f')``), i.e. every calibration point whose ``k·L`` neighbours all carry
-    its label. That shrinks ``|A|`` and lowers every p-value (credibility) of test points with
-    ``α > 0``; it is not part of Algorithm 1, so it is an option here.
+    its label. That shrinks ``|A|`` without changing the count of scores ``≥ α`` for any ``α > 0``,
+    so it *raises* every p-value (and the credibility) of test points with ``α > 0`` by the factor
+    ``|A| / |A without zeros|`` (``α = 0`` keeps p = 1): the credibility is no longer the
+    calibrated rank among held-out points. It is not part of Algorithm 1, so it is an option here.
 ``normalize=True, center=False``
     The reference implementation L2-normalises each activation vector and subtracts the training
     mean of the normalised vectors before its LSH (cosine) search. Normalising changes which

@@ -3,11 +3,12 @@
 downstream evaluation of classifiers trained on the original vs the oversampled data.
 
 Model oversampling (the paper's procedure): a trained V2VSLS (or MNkNN_VEC) predicts K out-of-sample
-feature vectors ``X_1^P … X_K^P`` for every training sample; the vectors predicted for a sample of
-a minority class are added, labelled with that sample's class, in random order of the source
-samples, until the class reaches the majority class's count or no source sample of the class is
-left. The paper stops there (``max_rounds=1``); with more rounds the synthetic vectors of the
-previous round become sources themselves, so every class can be brought to balance.
+feature vectors ``X_1^P … X_K^P`` and their labels ``Y_1^P … Y_K^P`` for every training sample;
+in random order of the samples, a synthetic pair ``(X_t^P, argmax Y_t^P)`` is added when its label
+is a minority class still short of the majority count, until the classes are balanced or no
+training sample is left. The paper stops there (``max_rounds=1``); with more rounds the synthetic
+rows of the previous round become sources themselves. ``label_from="source"`` is a variant: only
+minority samples are sources and their vectors take the source's class.
 The paper recommends training the model for oversampling with lam = 1.3 and alpha = 3.
 
 Everything here works on arrays: no files, no printing.
@@ -64,71 +65,103 @@ def model_oversample(
     X: np.ndarray,
     y: np.ndarray,
     n_classes: int,
-    generate: Callable[[np.ndarray], np.ndarray],
+    generate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     *,
+    label_from: str = "predicted",
     max_rounds: int | None = None,
+    chunk_rows: int = 256,
     random_state: Any = 0,
 ) -> OversampleResult:
     """Balance classes with vectors predicted by a model (paper §4 "Oversampling").
+
+    ``label_from="predicted"`` (the paper's procedure): every training sample, in random order,
+    yields K synthetic samples ``(X_t^P, argmax Y_t^P)`` — the predicted neighbour vectors with the
+    model's predicted neighbour labels — and a synthetic sample is kept when its label is a class
+    still short of the majority count, until every class is balanced or the sources run out.
+    ``label_from="source"``: only the minority samples are sources and their vectors take the
+    source's class.
 
     Parameters
     ----------
     X : float32 [N, D]   training rows (in the space ``generate`` works in)
     y : int64 [N]
     n_classes : int
-    generate : callable ``rows [m, D] -> vectors [m, K, D]``
-        The model's predicted neighbour vectors ``X_t^P`` for each row.
+    generate : callable ``rows [m, D] -> (vectors [m, K, D], labels int64 [m, K])``
+        The model's predicted neighbour vectors ``X_t^P`` and labels ``argmax Y_t^P``.
+    label_from : {"predicted", "source"}, default "predicted"
     max_rounds : int or None, default None
-        1 = the paper's single pass over the original minority samples; ``None`` = repeat with the
-        previous round's synthetic rows as sources until every class is balanced (at most 50 rounds).
+        1 = one pass over the original training samples (the paper); ``None`` = further passes with
+        the previous pass's synthetic rows as sources until balanced (at most 50 passes).
+    chunk_rows : int, default 256   sources generated per call
     random_state : int, Generator or None
 
     Returns
     -------
-    OversampleResult
+    OversampleResult (``source`` = the original row each synthetic row descends from)
 
     Raises
     ------
     InputError
-        Labels out of range, or a class with no sample at all cannot be oversampled (it is skipped
-        silently: there is nothing to generate from), shape mismatch of ``generate``'s output.
+        Labels out of range, unknown ``label_from``, or ``generate`` returning wrong shapes.
     """
     from knntools.methods.seq2knn import check_labels
     from knntools.utils import as_generator
 
+    if label_from not in ("predicted", "source"):
+        raise InputError(f"label_from {label_from!r}: expected predicted or source")
     rng = as_generator(random_state)
     X = np.asarray(X, dtype=np.float32)
     y = check_labels(y, n_classes)
     counts = class_counts(y, n_classes)
-    target = int(counts.max())
+    deficit = counts.max() - counts
+    deficit[counts == 0] = 0  # nothing to imitate for an absent class
     new_X: list[np.ndarray] = []
     new_y: list[np.ndarray] = []
     new_src: list[np.ndarray] = []
+    if label_from == "source":
+        src_rows = np.flatnonzero(deficit[y] > 0)
+    else:
+        src_rows = np.arange(len(y))
+    src_X, src_y, src_ids = X[src_rows], y[src_rows], src_rows.astype(np.int64)
     rounds = 50 if max_rounds is None else int(max_rounds)
-    for c in range(n_classes):
-        need = target - int(counts[c])
-        if need <= 0 or counts[c] == 0:
-            continue
-        sources = np.flatnonzero(y == c)
-        src_X, src_ids = X[sources], sources
-        for _ in range(rounds):
-            if need <= 0 or len(src_X) == 0:
+    for _ in range(rounds):
+        if deficit.sum() <= 0 or len(src_X) == 0:
+            break
+        order = rng.permutation(len(src_X))
+        got_X: list[np.ndarray] = []
+        got_y: list[np.ndarray] = []
+        got_src: list[np.ndarray] = []
+        for s in range(0, len(order), chunk_rows):
+            if deficit.sum() <= 0:
                 break
-            order = rng.permutation(len(src_X))
-            # only as many sources as needed: ceil(need / K) once K is known
-            V = np.asarray(generate(src_X[order[:1]]), dtype=np.float32)
-            if V.ndim != 3 or V.shape[0] != 1 or V.shape[2] != X.shape[1]:
-                raise InputError(f"generator returned shape {V.shape}; expected (rows, K, {X.shape[1]})")
+            take = order[s : s + chunk_rows]
+            if label_from == "source":
+                take = take[deficit[src_y[take]] > 0]
+                if len(take) == 0:
+                    continue
+            V, L = generate(src_X[take])
+            V, L = np.asarray(V, dtype=np.float32), np.asarray(L, dtype=np.int64)
+            if V.ndim != 3 or V.shape[0] != len(take) or V.shape[2] != X.shape[1] or L.shape != V.shape[:2]:
+                raise InputError(f"generator returned vectors {V.shape} and labels {L.shape}; expected ({len(take)}, K, {X.shape[1]}) and ({len(take)}, K)")
             K = V.shape[1]
-            take = order[: int(np.ceil(need / K))]
-            V = np.asarray(generate(src_X[take]), dtype=np.float32)
-            flat = V.reshape(-1, X.shape[1])[:need]
-            ids = np.repeat(src_ids[take], K)[:need]
-            new_X.append(flat)
-            new_y.append(np.full(len(flat), c, dtype=np.int64))
-            new_src.append(ids)
-            need -= len(flat)
-            src_X, src_ids = flat, ids
+            flat = V.reshape(-1, X.shape[1])
+            lab = np.repeat(src_y[take], K) if label_from == "source" else L.reshape(-1)
+            ids = np.repeat(src_ids[take], K)
+            ok = (lab >= 0) & (lab < n_classes)
+            keep = np.zeros(len(lab), dtype=bool)
+            for c in np.unique(lab[ok]):
+                pos = np.flatnonzero(lab == c)[: int(max(0, deficit[c]))]
+                keep[pos] = True
+                deficit[c] -= len(pos)
+            got_X.append(flat[keep])
+            got_y.append(lab[keep])
+            got_src.append(ids[keep])
+        if not got_X or sum(len(a) for a in got_X) == 0:
+            break
+        new_X += got_X
+        new_y += got_y
+        new_src += got_src
+        src_X, src_y, src_ids = np.concatenate(got_X), np.concatenate(got_y), np.concatenate(got_src)
     S = sum(len(a) for a in new_X)
     X_out = np.concatenate([X, *new_X]) if S else X.copy()
     y_out = np.concatenate([y, *new_y]) if S else y.copy()

@@ -4,10 +4,10 @@ Distances are computed block by block, faiss-style: the base is read once, in bl
 ``base_batch_size`` rows (an h5py dataset is streamed, never loaded whole); each base block is
 multiplied with blocks of ``batch_size`` queries into one reused score buffer by a single GEMM
 (``2 q.x - ||x||^2`` for l2, via operands augmented with ``||x||^2`` and ``-1``; ``q.x / ||x||``
-for cosine; ``q.x`` for ip), the best
-``k`` per query are taken with ``topk`` and merged into a running top-k. Memory therefore stays
-bounded by the two blocks and the ``(batch_size, base_batch_size)`` score buffer, whatever the size
-of the base. Runs on CUDA when present (``device="auto"``).
+for cosine; ``q.x`` for ip); the best ``k`` per query are taken with ``topk`` and merged into a
+running top-k. Memory therefore stays bounded by the two blocks and the
+``(batch_size, base_batch_size)`` score buffer, whatever the size of the base. Runs on CUDA when
+present (``device="auto"``).
 
 Precision: the expansion ``||q||^2 - 2 q.x + ||x||^2`` loses digits when two rows are nearly equal,
 so candidate pairs closer than about 4 % of their norms are recomputed as ``||q - x||^2`` directly

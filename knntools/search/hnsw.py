@@ -167,8 +167,7 @@ class HnswIndex(NeighborIndex):
         threads = self._threads(num_threads)
         nq = self.n_samples_ if self_query else len(Q)
         step = rows_per_block(self.n_features_, _BLOCK_BYTES)
-        distances = np.empty((nq, k), np.float32)
-        indices = np.empty((nq, k), np.int64)
+        parts_d, parts_i = [], []
         for start in range(0, nq, step):
             stop = min(start + step, nq)
             if self_query:
@@ -180,11 +179,13 @@ class HnswIndex(NeighborIndex):
                 labels, dist = self._index.knn_query(block, k=n_query_k, num_threads=threads)
             except RuntimeError as exc:
                 raise KnnToolsError(f"hnsw search found fewer than {n_query_k} neighbours ({exc}); raise ef") from None
-            labels = labels.astype(np.int64, copy=False)
+            labels = labels.view(np.int64)  # uint64 ids < 2**63: same bits, no copy
             if self_query:
                 labels, dist = drop_own_rows(labels, dist, np.arange(start, stop, dtype=np.int64))
-            indices[start:stop] = labels
-            distances[start:stop] = dist
+            parts_i.append(labels)
+            parts_d.append(dist)
+        indices = parts_i[0] if len(parts_i) == 1 else np.concatenate(parts_i)
+        distances = parts_d[0] if len(parts_d) == 1 else np.concatenate(parts_d)
         if self.metric == "l2":
             np.sqrt(np.maximum(distances, 0, out=distances), out=distances)
         elif self.metric == "ip":
