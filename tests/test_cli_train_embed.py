@@ -227,3 +227,22 @@ def test_refuses_existing_output_without_force(capsys, tmp_path, digits_model):
     target.write_text("keep")
     code, _, err = invoke(capsys, "embed", digits_model[0], "--split", "test", "-o", target)
     assert code == 2 and "--force" in err and target.read_text() == "keep"
+
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.fmnist
+@pytest.mark.slow
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="dataset-fashion-mnist not installed")
+def test_fashion_mnist_commands_as_written_small(capsys, tmp_path):
+    """The issue's commands on Fashion-MNIST at smoke size (--subset): noisy labels, dknn-cnn, embed defaults."""
+    lab = tmp_path / "labels.h5"
+    ok_json(capsys, "noise", "--dataset", "fashion-mnist", "--data-dir", FMNIST, "--kind", "uniform", "--rate", "0.4", "-o", lab)
+    s = ok_json(capsys, "train", "--dataset", "fashion-mnist", "--data-dir", FMNIST, "--labels", lab, "--arch", "dknn-cnn",
+                "--epochs", "1", "--subset", "600", "-o", tmp_path / "noisy.pt")
+    layers = ok_json(capsys, "embed", tmp_path / "noisy.pt", "--list-layers")["layers"]
+    assert [(r["name"], r["dim"]) for r in layers] == [("conv1", 12544), ("conv2", 3200), ("conv3", 128), ("logits", 10)]
+    e = ok_json(capsys, "embed", tmp_path / "noisy.pt", "--split", "test", "--layers", "penultimate", "-o", tmp_path / "test.h5")
+    assert e["dataset"] == "fashion-mnist" and e["n_samples"] == 10000
+    assert e["accuracy"] == pytest.approx(s["test_acc"], abs=1e-9)
