@@ -14,7 +14,7 @@
 # Environment: OUT, ARCH (ffn) and ARCH_KWARGS (hidden=[512,512,512]: fc1, fc2, fc3 + logits, enough
 # capacity to memorise random labels quickly), SUBSET (2000 training rows; memorising 60k random
 # labels on a CPU is out of budget), EPOCHS_TRUE (30), EPOCHS_RANDOM (100), CKPT_TRUE / CKPT_RANDOM
-# (optimizer steps between checkpoints), DATA_DIR, KNNTOOLS, SEED.
+# (optimizer steps between checkpoints), VARIANTS ("true random": run only some), DATA_DIR, KNNTOOLS, SEED.
 set -euo pipefail
 
 K=${KNNTOOLS:-knntools}
@@ -45,7 +45,7 @@ cd "$OUT"
 
 "$K" noise "${DATA[@]}" --kind random --seed "$SEED" -o labels_random.h5 --force -q >/dev/null
 
-for variant in true random; do
+for variant in ${VARIANTS:-true random}; do
   labels=()
   epochs=$EPOCHS_TRUE
   every=$CKPT_TRUE
@@ -75,7 +75,10 @@ done
 
 python3 - <<'PY'
 import json
+import os
 for v in ("true", "random"):
+    if not os.path.exists(f"probe_{v}.json"):
+        continue
     r = json.load(open(f"probe_{v}.json"))
     print(f"== {v} labels: accuracy (train = against the labels trained on, k-NN leave-one-out; test = ground truth)")
     print(f"{'layer':10} {'split':6} {'dnn':>7} {'knn':>7} {'svm':>7} {'lr':>7}   P_SAME knn")

@@ -198,6 +198,7 @@ def test_external_models(capsys, tmp_path):
     (["train", "--labels", "{d}/test_labels.h5", "-o", "{d}/x.pt"], "450 rows"),
     (["train", "--labels", "{d}/wine_labels.h5", "-o", "{d}/x.pt"], "rows"),
     (["train", "--lr-schedule", "step", "-o", "{d}/x.pt"], "--lr-milestones"),
+    (["train", "--checkpoint-dir", "{d}/ck", "-o", "{d}/x.pt"], "--checkpoint-every"),
     (["train", "--arch", "mlp", "--arch-kwargs", "bogus=1", "-o", "{d}/x.pt"], "arch-kwargs"),
     (["embed", "{m}", "--layers", "fc9", "-o", "{d}/x.h5"], "fc1, logits"),
     (["embed", "{d}/junk.pt", "-o", "{d}/x.h5"], "not a knntools checkpoint"),

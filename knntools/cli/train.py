@@ -168,6 +168,8 @@ def train_cli(
     check_output_path(mpath, force)
     if checkpoint_every and checkpoint_dir is None:
         raise InputError("--checkpoint-every: expected --checkpoint-dir DIR for the step checkpoints")
+    if checkpoint_dir is not None and not checkpoint_every:
+        raise InputError("--checkpoint-dir: expected --checkpoint-every N (steps between checkpoints)")
     if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
         raise InputError(f"--checkpoint-dir {checkpoint_dir}: exists and is not a folder")
 
