@@ -16,6 +16,12 @@ file and the plot) is the difference. Run from the repository root::
         -o docs/results/dknn_bench.json
     python benchmarks/bench_dknn.py train.h5 test.h5 --layers conv2,conv3,logits --skip-raw   # e2e only
 
+``--analyse PRED.h5 [PRED.h5 ...]`` instead recomputes, offline and without any search, the
+accuracy and credibility of the p-value variants (smoothed / plain / reference's dropped zero
+calibration scores) and the kNN-vote accuracy of layer subsets from a dknn output file::
+
+    python benchmarks/bench_dknn.py --analyse /work/artifacts/dknn/dknn.h5
+
 Single run each (the shared machine makes repeats expensive); report medians over separate
 invocations if you need firmer numbers.
 """
@@ -38,8 +44,9 @@ sys.path.insert(0, str(ROOT))
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("train")
-    ap.add_argument("test")
+    ap.add_argument("train", nargs="?")
+    ap.add_argument("test", nargs="?")
+    ap.add_argument("--analyse", nargs="+", metavar="PRED.h5", help="offline analysis of dknn output files (no search)")
     ap.add_argument("-k", type=int, default=75)
     ap.add_argument("--calibration", type=int, default=750)
     ap.add_argument("--layers", default="all")
@@ -105,8 +112,44 @@ def end_to_end(args: argparse.Namespace) -> dict:
     return {"command": " ".join(cmd[2:]), "wall_s": wall, "peak_rss_mb": child.ru_maxrss / 1024, "output_bytes": size, "summary": summary}
 
 
+def analyse(path: str) -> dict:
+    """Quirk variants and layer-subset kNN votes from a dknn predictions file (no new search)."""
+    import numpy as np
+
+    from knntools.io.h5 import KFile
+    from knntools.methods import dknn as dk
+
+    with KFile(path, kind="predictions") as kf:
+        y = kf.read("labels")
+        layers = kf.attrs["params"]["layers"]
+        neigh = {n: kf.read(f"neighbors/{n}/labels") for n in layers}
+        cal = kf.f["calibration/scores"][()]
+        dnn = kf.read("dnn_predictions") if kf.has("dnn_predictions") else None
+        alpha = kf.read("nonconformity")
+    out: dict = {"file": path, "n": len(y), "frac_cal_zero": float((cal == 0).mean()),
+                 "cal_quantiles_10_25_50_75_90": np.quantile(cal, [0.1, 0.25, 0.5, 0.75, 0.9]).tolist()}
+    for name, smoothed, drop in (("smoothed", True, False), ("plain", False, False), ("plain+drop_zero (reference)", False, True)):
+        A = cal[cal != 0] if drop else cal
+        pred, _, cred = dk.predict_from_p_values(dk.p_values(alpha, A, smoothed=smoothed), alpha)
+        ok = pred == y
+        out[name] = {"accuracy": float(ok.mean()), "mean_credibility": float(cred.mean()), "cred_correct": float(cred[ok].mean()),
+                     "cred_wrong": float(cred[~ok].mean()) if (~ok).any() else None, "|A|": int(len(A))}
+    subsets = [[n] for n in layers] + [layers[i:] for i in range(1, len(layers) - 1)]
+    for sub in subsets:
+        a = dk.nonconformity([neigh[s] for s in sub], alpha.shape[1])
+        out[f"knn_vote_accuracy {'+'.join(sub)}"] = float((np.argmin(a, axis=1) == y).mean())
+    if dnn is not None:
+        out["dnn_accuracy"] = float((dnn == y).mean())
+    return out
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.analyse:
+        print(json.dumps([analyse(p) for p in args.analyse], indent=1))
+        return
+    if not (args.train and args.test):
+        raise SystemExit("bench_dknn.py: TRAIN and TEST are required (or --analyse PRED.h5)")
     res: dict = {"train": args.train, "test": args.test, "k": args.k, "backend": args.backend, "metric": args.metric,
                  "normalize": not args.no_normalize, "num_threads": args.num_threads, "cpu_count": os.cpu_count(),
                  "loadavg_start": os.getloadavg()}

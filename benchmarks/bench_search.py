@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--activations", nargs=2, metavar=("TRAIN", "TEST"), help="also measure hnsw recall@k on real activation files")
     p.add_argument("--layer", default="penultimate", help="layer of --activations (default penultimate)")
     p.add_argument("-o", "--output", type=Path, help="write the markdown report here (also printed)")
+    p.add_argument("--append", action="store_true", help="append to --output instead of replacing it")
     return p.parse_args(argv)
 
 
@@ -192,16 +193,19 @@ def report(args: argparse.Namespace, what: str, rows: list[dict[str, Any]], act:
         f"`{cmd}` — {started}, {platform.machine()} with {os.cpu_count()} cores, load average at start {load};",
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), scikit-learn {sklearn.__version__}, hnswlib; "
         f"{args.num_threads} threads for every library; timings are the minimum of {args.repeat} interleaved run(s).",
-        "",
-        f"Data: {what}; {args.n_base} base rows, {nq} queries, k = {k}; smaller d are Gaussian random projections of the same rows.",
-        "",
-        "## Exact search (fit + all queries)",
-        "",
-        "Wall seconds, and CPU seconds of the process (all threads; less sensitive to other load on a shared machine).",
-        "",
-        "| d | knntools exact (torch) wall / CPU s | sklearn brute wall / CPU s | speed-up wall / CPU | neighbour sets agree |",
-        "|---|---|---|---|---|",
     ]
+    if rows:
+        lines += [
+            "",
+            f"Data: {what}; {args.n_base} base rows, {nq} queries, k = {k}; smaller d are Gaussian random projections of the same rows.",
+            "",
+            "## Exact search (fit + all queries)",
+            "",
+            "Wall seconds, and CPU seconds of the process (all threads; less sensitive to other load on a shared machine).",
+            "",
+            "| d | knntools exact (torch) wall / CPU s | sklearn brute wall / CPU s | speed-up wall / CPU | neighbour sets agree |",
+            "|---|---|---|---|---|",
+        ]
     for r in rows:
         sk = r.get("sklearn_s")
         if sk is None:
@@ -209,13 +213,14 @@ def report(args: argparse.Namespace, what: str, rows: list[dict[str, Any]], act:
         else:
             lines.append(f"| {r['d']} | {r['exact_s']:.2f} / {r['exact_cpu_s']:.2f} | {sk:.2f} / {r['sklearn_cpu_s']:.2f} | "
                          f"{sk / r['exact_s']:.2f}x / {r['sklearn_cpu_s'] / r['exact_cpu_s']:.2f}x | {r['exact_vs_sklearn_agreement']:.4f} |")
-    lines += [
-        "",
-        f"## hnsw (M = {args.M}, ef_construction = {args.ef_construction}, ef = {rows[0]['ef'] if rows else '-'}): knntools adapter vs raw hnswlib",
-        "",
-        "| d | build wall s (ours / raw) | build overhead wall / CPU | queries/s wall (ours / raw) | query overhead wall / CPU | recall@%d (ours / raw) |" % k,
-        "|---|---|---|---|---|---|",
-    ]
+    if rows:
+        lines += [
+            "",
+            f"## hnsw (M = {args.M}, ef_construction = {args.ef_construction}, ef = {rows[0]['ef']}): knntools adapter vs raw hnswlib",
+            "",
+            "| d | build wall s (ours / raw) | build overhead wall / CPU | queries/s wall (ours / raw) | query overhead wall / CPU | recall@%d (ours / raw) |" % k,
+            "|---|---|---|---|---|---|",
+        ]
     for r in rows:
         bo, bc = r["hnsw_build_s"] / r["raw_build_s"] - 1, r["hnsw_build_cpu_s"] / r["raw_build_cpu_s"] - 1
         qo, qc = r["hnsw_query_s"] / r["raw_query_s"] - 1, r["hnsw_query_cpu_s"] / r["raw_query_cpu_s"] - 1
@@ -237,9 +242,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    X784, Q784, what = load_data(args)
+    dims = [int(s) for s in args.dims.split(",") if s.strip()]
+    X784, Q784, what = load_data(args) if dims else (None, None, "none (--dims '')")
     rows = []
-    for d in [int(s) for s in args.dims.split(",") if s.strip()]:
+    for d in dims:
         X, Q = project(X784, Q784, d, args.seed)
         print(f"d={d}: running…", file=sys.stderr, flush=True)
         rows.append(bench_dim(X, Q, args))
@@ -249,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
+        with open(args.output, "a" if args.append else "w") as f:
+            f.write(("\n" if args.append else "") + text)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@
 # `knntools dknn` (k = 75, |A| = 750 held-out clean test samples) on both, and write the reliability
 # diagrams (DNN softmax confidence vs DkNN credibility) of both.
 #
-#   examples/dknn_fashion_mnist.sh                 # full run, ~15-25 min on 2 CPU cores
-#   TOY=1 examples/dknn_fashion_mnist.sh           # digits + mlp, k = 10, |A| = 100: CI size, < 1 min
+#   examples/dknn_fashion_mnist.sh                 # full run: ~10 min on 2 idle CPU cores (3x on a loaded one)
+#   TOY=1 examples/dknn_fashion_mnist.sh           # digits + mlp, k = 10, |A| = 100: CI size, ~1 min
 #
 # Environment: OUT (output folder, default ./dknn_fmnist or ./dknn_toy), DATA_DIR (Fashion-MNIST IDX
 # files, default /usr/share/datasets/fashion-mnist), EPOCHS, KNNTOOLS (the command, default knntools),
@@ -23,7 +23,7 @@ if [ "$TOY" = 1 ]; then
 else
   OUT=${OUT:-dknn_fmnist}
   DATA=(--dataset fashion-mnist --data-dir "${DATA_DIR:-/usr/share/datasets/fashion-mnist}")
-  ARCH=dknn-cnn; EPOCHS=${EPOCHS:-6}; K=75; CAL=750; EPS=0.25
+  ARCH=dknn-cnn; EPOCHS=${EPOCHS:-3}; K=75; CAL=750; EPS=0.25
 fi
 mkdir -p "$OUT"
 run() { echo "+ $*" >&2; "$@"; }

@@ -12,8 +12,8 @@
 #      kNN (and writes Figure 3 of the paper, kNet vs kNN distributions, as a PNG),
 # then prints one summary table.
 #
-#   examples/knet_fashion_mnist.sh            # full run, ~10-15 min on 2 CPU cores
-#   TOY=1 examples/knet_fashion_mnist.sh      # digits + mlp, a few epochs: CI size, ~1 min
+#   examples/knet_fashion_mnist.sh            # full run: 28-36 min per noise model measured on a loaded 2-core machine
+#   TOY=1 examples/knet_fashion_mnist.sh      # digits + mlp, a few epochs: CI size, ~2-5 min
 #
 # Environment: OUT (output folder, default ./knet_fmnist or ./knet_toy), DATA_DIR (Fashion-MNIST IDX
 # files, default /usr/share/datasets/fashion-mnist), EPOCHS (preliminary network), KNET_EPOCHS,

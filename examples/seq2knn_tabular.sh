@@ -3,7 +3,7 @@
 # full kNN targets and out-of-core ones (R = 50 batches of B = 64 rows; Table 2 / Table 3).
 #
 #   bash examples/seq2knn_tabular.sh                 # churn and caravan (needs: pip install 'knntools[tabular]')
-#   TOY=1 bash examples/seq2knn_tabular.sh           # tiny CI run on scikit-learn's breast-cancer
+#   TOY=1 bash examples/seq2knn_tabular.sh           # tiny CI run on scikit-learn's breast-cancer (v2vsls, mnknn-vec)
 #   DATA="churn" SEEDS="0 1 2" OUT=/tmp/s2k bash examples/seq2knn_tabular.sh
 #
 # Writes under $OUT: <data>_train.h5 / <data>_test.h5 (fixed stratified 75/25 split of the bundled
@@ -20,7 +20,7 @@ MODELS=${MODELS:-"v2vsls v2ls v2vs mnknn mnknn-vec"}
 MODES=${MODES:-"full ooc"}
 DATA=${DATA:-"churn caravan"}
 if [[ "${TOY:-0}" == "1" ]]; then
-  DATA="breast-cancer"; EPOCHS=2; BATCHES=5; SEEDS=0
+  DATA="breast-cancer"; EPOCHS=2; BATCHES=5; SEEDS=0; MODELS="v2vsls mnknn-vec"
 fi
 mkdir -p "$OUT"
 for data in $DATA; do

@@ -13,7 +13,6 @@ import torch
 from knntools.errors import InputError
 from knntools.io.kinds import write_features
 from knntools.methods import seq2knn as s2k
-from conftest import run_cli, run_json
 
 torch.set_num_threads(1)
 
@@ -204,10 +203,14 @@ def feature_pair(tmp_path):
     return tmp_path / "train.h5", tmp_path / "test.h5"
 
 
-def test_cli_full_v2vsls(feature_pair, tmp_path):
+def test_cli_full_v2vsls(feature_pair, tmp_path, capsys):
     train, test = feature_pair
     ck, pred = tmp_path / "seq.pt", tmp_path / "pred.h5"
-    res = run_json("seq2knn", train, "--model", "v2vsls", "-K", "3", "--epochs", "3", "-o", ck, "--eval", test, "--predictions", pred)
+    p = run_inproc(capsys, "seq2knn", train, "--model", "v2vsls", "-K", "3", "--epochs", "3", "-o", ck, "--eval", test, "--predictions", pred, "--json")
+    assert p.returncode == 0, p.stderr
+    lines = [l for l in p.stdout.splitlines() if l.strip()]
+    assert len(lines) == 1
+    res = json.loads(lines[0])
     assert res["model"] == "v2vsls" and res["mode"] == "full"
     assert set(res["test"]) == {"v2vsls", "knn", "ffn"}
     assert res["test"]["v2vsls"]["macro_f1"] > 0.6
