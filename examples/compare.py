@@ -35,7 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -295,13 +295,20 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     print(f"compare: {a.dataset} / {a.arch}, settings {', '.join(names)} → {a.out}", file=sys.stderr)
+    meta = {"dataset": a.dataset, "arch": a.arch, "epochs": a.epochs, "seed": a.seed, "calibration": a.calibration,
+            "knet_ks": a.knet_ks, "seconds": 0.0}
+    done: dict[str, dict[str, Any]] = {}
     with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-        futures = {n: pool.submit(run_setting, n, SETTINGS[n], a) for n in names}
-        results = {n: f.result() for n, f in futures.items()}
+        futures = {pool.submit(run_setting, n, SETTINGS[n], a): n for n in names}
+        for fut in as_completed(futures):
+            done[futures[fut]] = fut.result()
+            meta["seconds"] = time.time() - t0
+            # the table grows as settings finish (an interrupted run still leaves the finished rows)
+            write_outputs(a.out, table_rows({n: done[n] for n in names if n in done}), meta)
+    results = {n: done[n] for n in names}
     seconds = time.time() - t0
     rows = table_rows(results)
-    meta = {"dataset": a.dataset, "arch": a.arch, "epochs": a.epochs, "seed": a.seed, "calibration": a.calibration,
-            "knet_ks": a.knet_ks, "seconds": seconds}
+    meta["seconds"] = seconds
     write_outputs(a.out, rows, meta)
     ran = sum(len(s["_ran"]) for s in results.values())
     reused = sum(len(s["_reused"]) for s in results.values())

@@ -8,7 +8,9 @@
 # the training set (train accuracy → 1) but k-NN train accuracy rises only in the last layers, and
 # test accuracy stays at chance.
 #
-#   bash examples/probe_random_labels.sh          # Fashion-MNIST, 3-hidden-layer MLP, 2000 training rows (CPU: ~10-20 min)
+#   bash examples/probe_random_labels.sh          # Fashion-MNIST, 3-hidden-layer MLP, 2000 training rows
+#                                                 # (CPU: ~15 min for 'true', ~35 min for 'random' on a loaded 2-core box)
+#   VARIANTS=random SUBSET=1000 EPOCHS_RANDOM=80 CKPT_RANDOM=160 bash examples/probe_random_labels.sh   # docs/results/probe.md §2b
 #   TOY=1 bash examples/probe_random_labels.sh    # digits + mlp, few epochs (CI size)
 #
 # Environment: OUT, ARCH (ffn) and ARCH_KWARGS (hidden=[512,512,512]: fc1, fc2, fc3 + logits, enough
