@@ -11,7 +11,8 @@ smaller d, or Gaussian noise with ``--data random``):
 Optionally (``--activations TRAIN.h5 TEST.h5``) the recall@k of the default hnsw settings on one
 layer of real activation files.
 
-Timings are the minimum over ``--repeat`` runs (the machine is shared; minima are the least noisy).
+Timings are the minimum over ``--repeat`` interleaved runs whose order alternates (the machine is shared;
+minima are the least noisy); CPU seconds of the process are reported beside wall seconds.
 Run from the repository root::
 
     python benchmarks/bench_search.py --n-base 60000 --n-query 10000 -o benchmarks/results/search.md
@@ -136,20 +137,25 @@ def bench_dim(X: np.ndarray, Q: np.ndarray, args: argparse.Namespace) -> dict[st
     results: dict[str, Any] = {}
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:
+        results.pop(name, None)  # free the previous run's index before building the next
         wall, cpu, results[name] = wall_and_cpu(fn)
         times[name] = min(times.get(name, float("inf")), wall)
         cpu_name = name.replace("_s", "_cpu_s")
         times[cpu_name] = min(times.get(cpu_name, float("inf")), cpu)
         return results[name]
 
-    for _ in range(args.repeat):
-        timed("exact_s", ours_exact)
-        if not args.skip_sklearn:
-            timed("sklearn_s", sklearn_brute)
-        ours = timed("hnsw_build_s", ours_build)
-        raw = timed("raw_build_s", raw_build)
-        timed("hnsw_query_s", lambda: ours.kneighbors(Q, k))
-        timed("raw_query_s", lambda: raw.knn_query(Q, k=k, num_threads=nt))
+    for rep in range(args.repeat):
+        # alternate who goes first, so neither always meets a warmer or a more fragmented process
+        pairs = [("exact_s", ours_exact)] + ([] if args.skip_sklearn else [("sklearn_s", sklearn_brute)])
+        for name, fn in pairs if rep % 2 == 0 else pairs[::-1]:
+            timed(name, fn)
+        builds = [("hnsw_build_s", ours_build), ("raw_build_s", raw_build)]
+        for name, fn in builds if rep % 2 == 0 else builds[::-1]:
+            timed(name, fn)
+        ours, raw = results["hnsw_build_s"], results["raw_build_s"]
+        queries = [("hnsw_query_s", lambda: ours.kneighbors(Q, k)), ("raw_query_s", lambda: raw.knn_query(Q, k=k, num_threads=nt))]
+        for name, fn in queries if rep % 2 == 0 else queries[::-1]:
+            timed(name, fn)
 
     exact_i = results["exact_s"][1]
     row: dict[str, Any] = {"d": X.shape[1], "ef": ef, **times}

@@ -239,16 +239,16 @@ def write_outputs(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
         methods = [("dnn", "DNN"), ("knn_best", "kNN (best k)"), ("dknn", "DkNN"), ("lasenn", "LaSeNN"), ("knet", "kNet")]
         x = np.arange(len(rows))
         width = 0.8 / len(methods)
-        fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(rows), 3.6))
+        fig, ax = plt.subplots(figsize=(max(6.4, 1.8 + 1.6 * len(rows)), 3.8))
         for i, (key, label) in enumerate(methods):
             vals = [r[key] if r[key] is not None else np.nan for r in rows]
             ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, label=label)
         ax.set_xticks(x, [r["setting"] for r in rows])
         accs = [r[k] for r in rows for k, _ in methods if r[k] is not None]
-        ax.set_ylim(max(0.0, min(accs) - 0.05), min(1.0, max(accs) + 0.02))
+        ax.set_ylim(max(0.0, min(accs) - 0.05), min(1.0, max(accs) + 0.03))
         ax.set_ylabel("test accuracy (clean labels)")
         ax.set_title(f"{meta['dataset']} / {meta['arch']}: one network, every kNN method")
-        ax.legend(ncol=len(methods), fontsize=8, loc="lower left")
+        ax.legend(ncol=3, fontsize=7, loc="upper right", framealpha=0.9)
         fig.tight_layout()
         fig.savefig(out / "results.png", dpi=120)
         plt.close(fig)
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--arch", default=None, help="default: mlp for digits, dknn-cnn for 28×28 sets")
     p.add_argument("--epochs", type=int, default=None, help="default: 30 for digits, 3 otherwise")
-    p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of " + ", ".join(SETTINGS))
+    p.add_argument("--settings", default=None, help="comma-separated subset of " + ", ".join(SETTINGS) + " (default: all; --toy: clean,uniform40)")
     p.add_argument("--out", type=Path, default=Path("runs/compare"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layers", default="all", help="embed --layers (DkNN uses all of them)")
@@ -285,10 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     a.calibration = a.calibration or (100 if small else 750)
     a.dknn_k = a.dknn_k or 75
     if a.toy:
-        a.settings, a.epochs, a.dknn_k, a.k_max, a.knet_epochs, a.knet_ks = "clean,uniform40", 3, 10, 21, 3, "1,5,21"
+        a.settings = a.settings or "clean,uniform40"
+        a.epochs, a.dknn_k, a.k_max, a.knet_epochs, a.knet_ks = 3, 10, 21, 3, "1,5,21"
     a.embed_args = a.embed_args.split()
     a.train_args = a.train_args.split()
-    names = [n.strip() for n in a.settings.split(",") if n.strip()]
+    names = [n.strip() for n in (a.settings or ",".join(SETTINGS)).split(",") if n.strip()]
     unknown = [n for n in names if n not in SETTINGS]
     if unknown:
         p.error(f"unknown setting(s) {unknown}; expected some of {list(SETTINGS)}")

@@ -27,8 +27,8 @@ if [ "${TOY:-0}" = 1 ]; then
   ARCH=${ARCH:-mlp}
   ARCH_KWARGS=${ARCH_KWARGS:-}
   SUB=()
-  EPOCHS_TRUE=${EPOCHS_TRUE:-4}
-  EPOCHS_RANDOM=${EPOCHS_RANDOM:-4}
+  EPOCHS_TRUE=${EPOCHS_TRUE:-2}     # 11 steps per epoch: 2 checkpoints, enough for a curve
+  EPOCHS_RANDOM=${EPOCHS_RANDOM:-2}
   CKPT_TRUE=${CKPT_TRUE:-11}
   CKPT_RANDOM=${CKPT_RANDOM:-11}
 else

@@ -71,7 +71,10 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
     prov = obj.get("provenance") if isinstance(obj.get("provenance"), dict) else {}
     if not prov and isinstance(obj.get("meta"), dict):  # kNet / seq2knn keep theirs under "meta"
         prov = obj["meta"]
-    uuid = prov.get("model_uuid") or obj.get("uuid") or prov.get("uuid")
+    # a model checkpoint's identity is its model_uuid; kNet/seq2knn checkpoints record the model_uuid
+    # of the network they were distilled from, which is not their own identity
+    own_model = obj.get("format") == "knntools-model"
+    uuid = (prov.get("model_uuid") if own_model else None) or obj.get("uuid") or prov.get("uuid")
     parents = prov.get("parents") or obj.get("parents") or [u for u in (prov.get("labels_uuid"), prov.get("source_uuid"), obj.get("source_uuid")) if u]
     header = {k: _summarise(v) for k, v in obj.items() if k not in ("state_dict", "training_state")}
     n_params = sum(int(t.numel()) for t in (obj.get("state_dict") or {}).values() if hasattr(t, "numel"))

@@ -26,8 +26,10 @@ import numpy as np
 from knntools.errors import InputError, KnnToolsError
 from knntools.search.base import NeighborIndex, RowSource, check_positive_int, rows_per_block
 
-#: Base rows per block, at most (fewer when they would exceed :data:`BASE_BLOCK_BYTES`).
-BASE_BLOCK_ROWS = 16384
+#: Base rows per block, at most (fewer when they would exceed :data:`BASE_BLOCK_BYTES`). Large blocks
+#: mean few tiles: every tile costs a handful of small torch ops whose thread synchronisation is
+#: expensive on small shared machines, and a single base block needs no top-k merges at all.
+BASE_BLOCK_ROWS = 1 << 18
 #: Bytes of base rows held per block (float32).
 BASE_BLOCK_BYTES = 256 << 20
 #: Elements of the (queries x base rows) score buffer.
@@ -93,9 +95,9 @@ class ExactIndex(NeighborIndex):
         torch CPU threads during :meth:`kneighbors`; ``None`` keeps the caller's
         ``torch.get_num_threads()``. The caller's setting is restored afterwards.
     batch_size : int or None, default None
-        Queries per block; ``None`` sizes the score buffer to about 64 MB (1024 queries x 16384 rows).
+        Queries per block; ``None`` sizes the score buffer to about 64 MB (e.g. 279 queries x 60000 rows).
     base_batch_size : int or None, default None
-        Base rows per block; ``None``: 16384 rows, or fewer so that a block stays under 256 MB.
+        Base rows per block; ``None``: as many as fit in 256 MB of float32 (at most 262144).
 
     Attributes
     ----------
