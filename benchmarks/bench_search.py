@@ -52,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ef", type=int, default=None, help="hnsw search breadth (default: knntools' default, max(200, 2k))")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeat", type=int, default=1, help="runs per timing; the minimum is reported")
+    p.add_argument("--query-repeat", type=int, default=5, help="runs per hnsw query timing (cheap; more runs, steadier minima)")
     p.add_argument("--skip-sklearn", action="store_true", help="do not time scikit-learn")
     p.add_argument("--activations", nargs=2, metavar=("TRAIN", "TEST"), help="also measure hnsw recall@k on real activation files")
     p.add_argument("--layer", default="penultimate", help="layer of --activations (default penultimate)")
@@ -152,8 +153,9 @@ def bench_dim(X: np.ndarray, Q: np.ndarray, args: argparse.Namespace) -> dict[st
         builds = [("hnsw_build_s", ours_build), ("raw_build_s", raw_build)]
         for name, fn in builds if rep % 2 == 0 else builds[::-1]:
             timed(name, fn)
-        ours, raw = results["hnsw_build_s"], results["raw_build_s"]
-        queries = [("hnsw_query_s", lambda: ours.kneighbors(Q, k)), ("raw_query_s", lambda: raw.knn_query(Q, k=k, num_threads=nt))]
+    ours, raw = results["hnsw_build_s"], results["raw_build_s"]
+    queries = [("hnsw_query_s", lambda: ours.kneighbors(Q, k)), ("raw_query_s", lambda: raw.knn_query(Q, k=k, num_threads=nt))]
+    for rep in range(args.query_repeat):
         for name, fn in queries if rep % 2 == 0 else queries[::-1]:
             timed(name, fn)
 
@@ -198,7 +200,8 @@ def report(args: argparse.Namespace, what: str, rows: list[dict[str, Any]], act:
         "",
         f"`{cmd}` — {started}, {platform.machine()} with {os.cpu_count()} cores, load average at start {load};",
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), scikit-learn {sklearn.__version__}, hnswlib; "
-        f"{args.num_threads} threads for every library; timings are the minimum of {args.repeat} interleaved run(s).",
+        f"{args.num_threads} threads for every library; timings are the minimum of {args.repeat} interleaved run(s) "
+        f"({args.query_repeat} for hnsw queries), alternating which contender goes first.",
     ]
     if rows:
         lines += [
