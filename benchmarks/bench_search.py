@@ -25,6 +25,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -194,7 +195,7 @@ def report(args: argparse.Namespace, what: str, rows: list[dict[str, Any]], act:
     import torch
 
     k, nq = args.k, args.n_query
-    cmd = "python benchmarks/bench_search.py " + " ".join(sys.argv[1:])
+    cmd = "python benchmarks/bench_search.py " + shlex.join(sys.argv[1:])
     lines = [
         "# Search benchmark",
         "",
@@ -241,7 +242,7 @@ def report(args: argparse.Namespace, what: str, rows: list[dict[str, Any]], act:
             "",
             f"## Default hnsw settings on activations ({args.activations[0]}, layer {act['layer']})",
             "",
-            f"{act['n_base']} x {act['d']} base, {act['n_query']} queries, k = {k}, ef = {act['ef']}: recall@{k} = **{act['recall']:.4f}**; "
+            f"{act['n_base']} x {act['d']} base, {act['n_query']} queries, k = {k}, ef = {act['ef']}: recall@{k} = **{act['recall']:.5f}**; "
             f"build {act['hnsw_build_s']:.2f} s, {act['n_query'] / act['hnsw_query_s']:.0f} queries/s; exact {act['exact_s']:.2f} s.",
         ]
     return "\n".join(lines) + "\n"
