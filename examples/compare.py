@@ -194,7 +194,6 @@ def table_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "probe_knn_test_acc": probe_knn.get("accuracy"),
             "probe_knn_p_same": probe_knn.get("p_same"),
             "probe_knn_kl": probe_knn.get("kl"),
-            "hnsw_recall": None,
         })
     return rows
 
@@ -229,31 +228,28 @@ def write_outputs(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
                  f"(the DNN's accuracy on those rows is `dknn_dnn_same_rows` in results.csv). kNN/kNet: penultimate layer, "
                  f"k in {{{meta['knet_ks']}}}; kNet at its predict k. Wall time {meta['seconds']:.0f} s.")
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import numpy as np
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
 
-        methods = [("dnn", "DNN"), ("knn_best", "kNN (best k)"), ("dknn", "DkNN"), ("lasenn", "LaSeNN"), ("knet", "kNet")]
-        x = np.arange(len(rows))
-        width = 0.8 / len(methods)
-        fig, ax = plt.subplots(figsize=(max(6.4, 1.8 + 1.6 * len(rows)), 3.8))
-        for i, (key, label) in enumerate(methods):
-            vals = [r[key] if r[key] is not None else np.nan for r in rows]
-            ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, label=label)
-        ax.set_xticks(x, [r["setting"] for r in rows])
-        accs = [r[k] for r in rows for k, _ in methods if r[k] is not None]
-        ax.set_ylim(max(0.0, min(accs) - 0.05), min(1.0, max(accs) + 0.03))
-        ax.set_ylabel("test accuracy (clean labels)")
-        ax.set_title(f"{meta['dataset']} / {meta['arch']}: one network, every kNN method")
-        ax.legend(ncol=3, fontsize=7, loc="upper right", framealpha=0.9)
-        fig.tight_layout()
-        fig.savefig(out / "results.png", dpi=120)
-        plt.close(fig)
-    except ImportError:  # pragma: no cover
-        pass
+    methods = [("dnn", "DNN"), ("knn_best", "kNN (best k)"), ("dknn", "DkNN"), ("lasenn", "LaSeNN"), ("knet", "kNet")]
+    x = np.arange(len(rows))
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.8 + 1.6 * len(rows)), 3.8))
+    for i, (key, label) in enumerate(methods):
+        vals = [r[key] if r[key] is not None else np.nan for r in rows]
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, label=label)
+    ax.set_xticks(x, [r["setting"] for r in rows])
+    accs = [r[k] for r in rows for k, _ in methods if r[k] is not None]
+    ax.set_ylim(max(0.0, min(accs) - 0.05), min(1.0, max(accs) + 0.03))
+    ax.set_ylabel("test accuracy (clean labels)")
+    ax.set_title(f"{meta['dataset']} / {meta['arch']}: one network, every kNN method")
+    ax.legend(ncol=3, fontsize=7, loc="upper right", framealpha=0.9)
+    fig.tight_layout()
+    fig.savefig(out / "results.png", dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,12 +26,9 @@ def seed_everything(seed: int) -> None:
 
     random.seed(seed)
     np.random.seed(seed % (2**32))
-    try:
-        import torch
+    import torch
 
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover
-        pass
+    torch.manual_seed(seed)
 
 
 def resolve_device(spec: str = "auto") -> Any:

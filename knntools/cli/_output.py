@@ -19,15 +19,12 @@ from rich.table import Table
 
 
 def _jsonable(obj: Any) -> Any:
-    try:
-        import numpy as np
+    import numpy as np
 
-        if isinstance(obj, np.generic):
-            obj = obj.item()
-        elif isinstance(obj, np.ndarray):
-            return [_jsonable(x) for x in obj.tolist()]
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    elif isinstance(obj, np.ndarray):
+        return [_jsonable(x) for x in obj.tolist()]
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, Path):

@@ -30,15 +30,12 @@ PROVENANCE = ("kind", "format_version", "uuid", "parents", "knntools_version", "
 
 def _summarise(obj: Any, depth: int = 0) -> Any:
     """Checkpoint header as JSON-able values; tensors become "tensor[shape] dtype"."""
-    try:
-        import torch
+    import torch
 
-        if isinstance(obj, torch.Tensor):
-            if obj.numel() <= 8 and obj.dim() <= 1:
-                return obj.tolist()
-            return f"tensor[{'x'.join(str(s) for s in obj.shape)}] {str(obj.dtype).replace('torch.', '')}"
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(obj, torch.Tensor):
+        if obj.numel() <= 8 and obj.dim() <= 1:
+            return obj.tolist()
+        return f"tensor[{'x'.join(str(s) for s in obj.shape)}] {str(obj.dtype).replace('torch.', '')}"
     if isinstance(obj, dict):
         if depth >= 2 and len(obj) > 12:
             return f"<{len(obj)} entries>"

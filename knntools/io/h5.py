@@ -349,10 +349,7 @@ class KFile:
 
     def close(self) -> None:
         """Close the underlying HDF5 file."""
-        try:
-            self.f.close()
-        except Exception:  # pragma: no cover
-            pass
+        self.f.close()
 
     def __repr__(self) -> str:
         return f"KFile({str(self.path)!r}, kind={self.kind!r}, n_samples={self.n_samples})"
