@@ -290,12 +290,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown setting(s) {unknown}; expected some of {list(SETTINGS)}")
     a.out.mkdir(parents=True, exist_ok=True)
+    jobs = max(1, min(a.jobs, len(names)))
+    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # Settings run as parallel processes; give each its share of the cores. Without this,
+        # torch's intra-op threads of every process spin against each other on small batches.
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     t0 = time.time()
     print(f"compare: {a.dataset} / {a.arch}, settings {', '.join(names)} → {a.out}", file=sys.stderr)
     meta = {"dataset": a.dataset, "arch": a.arch, "epochs": a.epochs, "seed": a.seed, "calibration": a.calibration,
             "knet_ks": a.knet_ks, "seconds": 0.0}
     done: dict[str, dict[str, Any]] = {}
-    with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(run_setting, n, SETTINGS[n], a): n for n in names}
         for fut in as_completed(futures):
             done[futures[fut]] = fut.result()
