@@ -16,7 +16,7 @@ setting, retrain a model or delete a file, and exactly the steps downstream of i
 
 Usage (from the repository root, with knntools installed)::
 
-    python examples/compare.py                              # digits + mlp, about a minute on 2 cores
+    python examples/compare.py                              # digits + mlp, about 90 s on 2 cores
     python examples/compare.py --dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist \\
         --arch dknn-cnn --epochs 3 --out runs/compare-fmnist
     python examples/compare.py --toy --out /tmp/cmp        # CI smoke size
@@ -226,7 +226,9 @@ def write_outputs(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
     lines.append(f"Dataset {meta['dataset']}, arch {meta['arch']}, {meta['epochs']} epochs, seed {meta['seed']}; test accuracy "
                  f"against clean labels. † DkNN is evaluated on the test set minus its {meta['calibration']} calibration samples "
                  f"(the DNN's accuracy on those rows is `dknn_dnn_same_rows` in results.csv). kNN/kNet: penultimate layer, "
-                 f"k in {{{meta['knet_ks']}}}; kNet at its predict k. Wall time {meta['seconds']:.0f} s.")
+                 f"k in {{{meta['knet_ks']}}}; kNet at its predict k. Wall time {meta['seconds']:.0f} s, "
+                 f"{meta['jobs']} setting(s) at a time, torch threads per process: {meta['threads']} (with the seed, the "
+                 f"thread count fixes the trained network).")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
@@ -298,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     print(f"compare: {a.dataset} / {a.arch}, settings {', '.join(names)} → {a.out}", file=sys.stderr)
     meta = {"dataset": a.dataset, "arch": a.arch, "epochs": a.epochs, "seed": a.seed, "calibration": a.calibration,
-            "knet_ks": a.knet_ks, "seconds": 0.0}
+            "knet_ks": a.knet_ks, "seconds": 0.0, "jobs": jobs, "threads": os.environ.get("OMP_NUM_THREADS", "all cores")}
     done: dict[str, dict[str, Any]] = {}
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(run_setting, n, SETTINGS[n], a): n for n in names}

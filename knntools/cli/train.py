@@ -281,6 +281,9 @@ def train_cli(
         "split": "train", "n_train": int(len(rows)), "labels_file": labels_file, "labels_uuid": labels_uuid,
         "subset": int(subset) if subset is not None else (int(len(rows)) if resumed is not None and "subset_ids" in resumed else None),
         "seed": int(seed), "hyperparameters": cfg.as_dict(), "device": str(dev), "n_parameters": n_params,
+        # a seed reproduces a network only with the same torch build and CPU thread count:
+        # the thread count changes the order of floating-point sums in convolutions
+        "torch_version": str(torch.__version__), "num_threads": int(torch.get_num_threads()),
         "resumed_from": str(resume) if resume is not None else None,
         "resumed_model_uuid": resumed["provenance"].get("model_uuid") if resumed is not None else None,
     }

@@ -14,7 +14,8 @@ pickled objects), so loading a user's file cannot execute code::
     state_dict        parameter and buffer tensors
     provenance        {"model_uuid", "created", "knntools_version", "command", "dataset", "data_dir",
                        "split", "n_train", "labels_file", "labels_uuid", "subset", "seed",
-                       "hyperparameters": {...}}
+                       "hyperparameters": {...}, "device", "n_parameters", "torch_version",
+                       "num_threads" (torch CPU threads: with the seed, what makes a run repeatable)}
     train_labels      int64 tensor [N_train]: the labels the network was trained with, one per row of
                       the training split (noisy labels when a labels file was used), or absent
     subset_ids        int64 tensor: rows of the training split used (``--subset``), or absent
