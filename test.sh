@@ -2,7 +2,8 @@
 # Install knntools with its test dependencies into ./.venv and run the test suite.
 #   ./test.sh                 # whole suite (CPU only, well under 10 minutes on 2 cores)
 #   ./test.sh -k noise -x     # extra arguments go to pytest
-# Tests run on 2 worker processes (pytest-xdist; KNNTOOLS_TEST_WORKERS=0 runs them in one process).
+# Tests run on 2 worker processes (pytest-xdist, work-stealing so the slow example tests spread;
+# KNNTOOLS_TEST_WORKERS=0 runs them in one process).
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
@@ -13,5 +14,5 @@ fi
 .venv/bin/python -m pip install --quiet -e ".[test]"
 export PATH="$PWD/.venv/bin:$PATH"
 WORKERS=${KNNTOOLS_TEST_WORKERS:-2}
-if [ "$WORKERS" != 0 ]; then set -- -n "$WORKERS" "$@"; fi
+if [ "$WORKERS" != 0 ]; then set -- -n "$WORKERS" --dist worksteal "$@"; fi
 exec .venv/bin/python -m pytest "$@"

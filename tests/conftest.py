@@ -11,7 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Two cores: one torch thread per pytest-xdist worker (and its subprocesses), two without xdist.
+# More threads than cores make torch's intra-op threads spin against each other.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the slowest tests (example scripts, then ``slow``) first, so that pytest-xdist spreads them
+    over its workers instead of leaving them queued on one worker at the end."""
+    def rank(item):
+        return 0 if item.get_closest_marker("examples") else 1 if item.get_closest_marker("slow") else 2
+    items.sort(key=rank)  # stable: file order is kept within each group
 
 
 def make_blobs_activations(n: int = 300, n_classes: int = 3, dims=(16, 8), seed: int = 0, noise: float = 0.5, centers_seed: int = 123):

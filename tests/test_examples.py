@@ -18,7 +18,7 @@ SCRIPTS = sorted(p.name for p in (ROOT / "examples").glob("*.sh"))
 def _env(tmp_path: Path) -> dict[str, str]:
     bindir = str(Path(sys.executable).parent)
     return {**os.environ, "TOY": "1", "OUT": str(tmp_path / "out"), "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
-            "PYTHON": sys.executable, "OMP_NUM_THREADS": "2"}
+            "PYTHON": sys.executable, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
 
 
 @pytest.mark.examples
