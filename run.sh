@@ -7,11 +7,5 @@
 # Extra arguments go to examples/compare.py (see --help). Re-running continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")"
-PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
-.venv/bin/python -m pip install --quiet -e .
-export PATH="$PWD/.venv/bin:$PATH"
+source scripts/venv.sh .
 exec .venv/bin/python examples/compare.py "$@"

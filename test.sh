@@ -6,13 +6,7 @@
 # KNNTOOLS_TEST_WORKERS=0 runs them in one process).
 set -euo pipefail
 cd "$(dirname "$0")"
-PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
-.venv/bin/python -m pip install --quiet -e ".[test]"
-export PATH="$PWD/.venv/bin:$PATH"
+source scripts/venv.sh ".[test]"
 WORKERS=${KNNTOOLS_TEST_WORKERS:-2}
 if [ "$WORKERS" != 0 ]; then set -- -n "$WORKERS" --dist worksteal "$@"; fi
 exec .venv/bin/python -m pytest "$@"
