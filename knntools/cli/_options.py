@@ -2,7 +2,7 @@
 
 Flags mean the same thing everywhere: ``-o/--output``, ``--force``, ``--seed``, ``--device``,
 ``--json``, ``-q/--quiet``, ``-v/--verbose``, ``-k/--n-neighbors``, ``--batch-size``,
-``--num-threads``, ``--dataset``, ``--data-dir``, ``--download``, ``--split``.
+``--num-threads``, ``--dataset``, ``--data-dir``, ``--download``, ``--split``, ``--workers``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="More detail; ful
 K = Annotated[int, typer.Option("-k", "--n-neighbors", help="Number of nearest neighbours k.", min=1)]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Samples per batch.", min=1)]
 NumThreads = Annotated[int, typer.Option("--num-threads", help="CPU threads (0 = all cores).", min=0)]
-DatasetName = Annotated[str, typer.Option("--dataset", help="digits (default, bundled), breast-cancer, wine, iris, mnist, fashion-mnist, kmnist, cifar10, cifar100, svhn, or a .csv/.npz/.h5 table.")]
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder with the dataset files (raw IDX .gz files or torchvision layout).", file_okay=False)]
+DatasetName = Annotated[str, typer.Option("--dataset", help="digits (default, bundled), breast-cancer, wine, iris, mnist, fashion-mnist, kmnist, cifar10, cifar100, svhn, imagefolder (--data-dir DIR/<class>/<image>, or DIR/train + DIR/test|val), imagenet, or a .csv/.npz/.h5 table.")]
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Folder with the dataset files (raw IDX .gz files, torchvision layout, or an ImageFolder tree).", file_okay=False)]
+Workers = Annotated[int, typer.Option("--workers", help="DataLoader worker processes decoding images of folder sets (imagefolder, imagenet); 0 = in this process. In-memory sets ignore it.", min=0)]
 Download = Annotated[bool, typer.Option("--download", help="Download the dataset with torchvision if it is missing (needs internet).")]
 Split = Annotated[str, typer.Option("--split", help="Dataset split: train | test.")]
 LabelColumn = Annotated[Optional[str], typer.Option("--label-column", help="CSV column holding the labels (default: label/target/class/y, else the last).")]

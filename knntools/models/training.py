@@ -1,4 +1,4 @@
-"""The training loop on in-memory tensors (no DataLoader), used by ``knntools train``.
+"""The training loop used by ``knntools train``: in-memory tensors, or a DataLoader for folder sets.
 
 Images stay in memory as one float32 tensor in ``[0, 1]`` (design.md §6: a DataLoader over PIL
 images costs 4–5 s per Fashion-MNIST epoch on its own, a preloaded tensor ≈ 0.1 s); batches are
@@ -12,6 +12,32 @@ used by dropout, is saved in the checkpoint too). On CPU the same seed gives the
 
 Mixed precision on CUDA (``amp=True``): autocast to bfloat16 where supported, else float16 with a
 gradient scaler. CPU training is float32.
+
+Folder image sets (``imagefolder``, ``imagenet``) do not fit in memory: ``X`` may then be a
+``torch.utils.data.Dataset`` yielding ``(image tensor [C, H, W] in [0, 1], target)``; batches are
+read by a ``DataLoader`` with ``workers`` worker processes over exactly the index batches the
+in-memory path would draw (same shuffle, same seeds). Labels always come from ``y`` (they may be
+noisy), never from the dataset's targets.
+
+Data-parallel training (torchrun)
+---------------------------------
+When a ``torch.distributed`` process group with more than one process is active,
+:func:`train_model` wraps the model in ``DistributedDataParallel`` (gradients averaged over
+ranks every step) and each rank draws its batches with a ``DistributedSampler`` over the
+training rows (``shuffle=True``, ``seed=cfg.seed``, ``set_epoch(e)``: one global permutation per
+epoch, rank ``r`` takes every ``W``-th row). ``cfg.batch_size`` is the *global* batch: each rank
+takes ``ceil(batch_size / W)`` rows per step, so an epoch has about as many optimizer steps as
+on one process and the hyperparameters mean the same at any world size.
+
+Per-rank seeding: the model is initialised from ``seed`` on every rank (DDP also broadcasts rank
+0's weights); augmentation of batch ``b`` of epoch ``e`` on rank ``r`` uses a generator seeded
+with ``(seed, e, b, r)`` (``r = 0`` gives the single-process seeds); the global torch RNG (dropout)
+is re-seeded with ``seed + 1_000_003 * r`` at the start, and every rank's RNG state is saved in
+the training state (``rng_ranks``) so a resumed run with the same world size replays exactly.
+After every epoch BatchNorm buffers are broadcast from rank 0, the running loss/accuracy sums are
+summed over ranks, and the test set is evaluated in ``W`` contiguous blocks whose sums are
+all-reduced, so every rank holds the same history. A single process (no group, or world size 1)
+runs exactly the in-memory loop above, bit for bit.
 """
 
 from __future__ import annotations
@@ -87,16 +113,51 @@ def normalization_stats(X: np.ndarray) -> dict[str, list[float]]:
     chunks so 60k images need no extra copy.
     """
     X = np.asarray(X)
-    axes = (0, 2, 3) if X.ndim == 4 else (0,)
-    width = X.shape[1]
-    s = np.zeros(width, dtype=np.float64)
-    ss = np.zeros(width, dtype=np.float64)
+    return _moments_to_stats((X[start : start + 4096] for start in range(0, len(X), 4096)), X.shape[1])
+
+
+def normalization_stats_stream(dataset: Any, rows: np.ndarray | None = None, *, max_images: int = 2000, seed: int = 0,
+                               batch_size: int = 256, workers: int = 0) -> dict[str, list[float]]:
+    """Per-channel mean and std of an image ``torch.utils.data.Dataset`` from a seeded sample.
+
+    Parameters
+    ----------
+    dataset : torch Dataset yielding ``(image float32 [C, H, W] in [0, 1], target)``
+    rows : ndarray int64, optional   rows to sample from (default: all)
+    max_images : int, default 2000   sample size (all rows when there are fewer): one pass over
+        ImageNet would cost as much as an epoch, and 2000 images fix the per-channel moments to
+        about three decimals
+    seed : int                        the sample is ``default_rng(seed).choice(rows, …)``, sorted
+    batch_size, workers : DataLoader settings
+
+    Returns
+    -------
+    dict ``{"mean": [...], "std": [...]}`` as :func:`normalization_stats`.
+    """
+    from knntools.io.datasets import iter_batches
+
+    rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, dtype=np.int64)
+    if len(rows) > max_images:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_images, replace=False))
+    return _moments_to_stats(xb.numpy() for _, xb in iter_batches(dataset, batch_size, indices=rows, workers=workers))
+
+
+def _moments_to_stats(blocks: Any, width: int | None = None) -> dict[str, list[float]]:
+    s = ss = None
+    if width is not None:
+        s, ss = np.zeros(width, dtype=np.float64), np.zeros(width, dtype=np.float64)
     count = 0
-    for start in range(0, len(X), 4096):
-        block = X[start : start + 4096].astype(np.float64)
+    for block in blocks:
+        block = np.asarray(block).astype(np.float64)
+        axes = (0, 2, 3) if block.ndim == 4 else (0,)
+        width = block.shape[1]
+        if s is None:
+            s, ss = np.zeros(width, dtype=np.float64), np.zeros(width, dtype=np.float64)
         s += block.sum(axis=axes)
         ss += (block**2).sum(axis=axes)
         count += block.size // width
+    if s is None:
+        return {"mean": [], "std": []}
     mean = s / max(count, 1)
     std = np.sqrt(np.maximum(ss / max(count, 1) - mean**2, 0.0))
     std[std < 1e-8] = 1.0
@@ -171,30 +232,69 @@ def augment_batch(x: Any, generator: Any, *, flip: bool = True, pad: int | None 
 # ------------------------------------------------------------------------------------------
 
 
-def predict_logits(model: Any, X: Any, *, normalizer: Normalizer, device: Any, batch_size: int = 1000) -> np.ndarray:
-    """Logits of ``model`` (eval mode, float32, no grad) on ``X`` → float32 [N, C]."""
+def predict_logits(model: Any, X: Any, *, normalizer: Normalizer, device: Any, batch_size: int = 1000,
+                   rows: tuple[int, int] | None = None, workers: int = 0) -> np.ndarray:
+    """Logits of ``model`` (eval mode, float32, no grad) on ``X`` → float32 [N, C].
+
+    ``X`` is an array/tensor [N, ...] or an image ``torch.utils.data.Dataset`` (read with a
+    DataLoader of ``workers`` processes); ``rows=(start, stop)`` restricts it to those rows.
+    """
     import torch
 
     model.eval()
-    X_t = torch.as_tensor(X)
     outs = []
     with torch.inference_mode():
-        for start in range(0, len(X_t), batch_size):
-            xb = normalizer(X_t[start : start + batch_size].to(device, torch.float32))
-            outs.append(model(xb).float().cpu())
+        if rows is None and not _is_stream(X):
+            X_t = torch.as_tensor(X)
+            for start in range(0, len(X_t), batch_size):
+                xb = normalizer(X_t[start : start + batch_size].to(device, torch.float32))
+                outs.append(model(xb).float().cpu())
+        else:
+            from knntools.io.datasets import iter_batches
+
+            for _, xb in iter_batches(X, batch_size, rows=rows, workers=workers, pin_memory=torch.device(device).type == "cuda"):
+                outs.append(model(normalizer(xb.to(device, torch.float32, non_blocking=True))).float().cpu())
     return torch.cat(outs).numpy() if outs else np.zeros((0, 0), np.float32)
 
 
-def evaluate(model: Any, X: Any, y: Any, *, normalizer: Normalizer, device: Any, batch_size: int = 1000) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``(X, y)``: ``{"loss": float, "acc": float}``."""
+def evaluate(model: Any, X: Any, y: Any, *, normalizer: Normalizer, device: Any, batch_size: int = 1000, workers: int = 0) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``(X, y)``: ``{"loss": float, "acc": float}``.
+
+    ``X`` as in :func:`predict_logits`.
+    """
     import torch
     import torch.nn.functional as F
 
-    logits = torch.from_numpy(predict_logits(model, X, normalizer=normalizer, device=device, batch_size=batch_size))
+    logits = torch.from_numpy(predict_logits(model, X, normalizer=normalizer, device=device, batch_size=batch_size, workers=workers))
     y_t = torch.as_tensor(np.asarray(y), dtype=torch.long)
     if len(y_t) == 0:
         return {"loss": float("nan"), "acc": float("nan")}
     return {"loss": float(F.cross_entropy(logits, y_t)), "acc": int((logits.argmax(1) == y_t).sum()) / len(y_t)}
+
+
+def _is_stream(X: Any) -> bool:
+    """True for a ``torch.utils.data.Dataset`` (read through a DataLoader), False for arrays/tensors."""
+    import torch
+
+    return isinstance(X, torch.utils.data.Dataset)
+
+
+def _dist_group() -> tuple[int, int]:
+    """``(rank, world_size)`` of the active torch.distributed group, ``(0, 1)`` without one."""
+    import sys
+
+    if "torch.distributed" not in sys.modules:
+        return 0, 1
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Seed of the global torch RNG (dropout) on ``rank`` of a data-parallel run: ``seed + 1_000_003 * rank``."""
+    return int(seed) + 1_000_003 * int(rank)
 
 
 # ------------------------------------------------------------------------------------------
@@ -222,109 +322,194 @@ def make_optimizer(model: Any, cfg: TrainConfig) -> Any:
     raise ValueError(f"optimizer {cfg.optimizer!r}; expected one of {OPTIMIZERS}")
 
 
-def _batch_generator(seed: int, epoch: int, batch: int | None = None) -> Any:
+def _batch_generator(seed: int, epoch: int, batch: int | None = None, rank: int = 0) -> Any:
     import torch
 
-    key = (int(seed) * 1_000_003 + epoch * 7_919 + (0 if batch is None else batch + 1) * 104_729) % (2**63 - 1)
+    key = (int(seed) * 1_000_003 + epoch * 7_919 + (0 if batch is None else batch + 1) * 104_729 + int(rank) * 15_485_863) % (2**63 - 1)
     return torch.Generator().manual_seed(key)
 
 
 def train_model(
     model: Any,
-    X: np.ndarray,
+    X: Any,
     y: np.ndarray,
     cfg: TrainConfig,
     *,
     normalization: dict[str, Sequence[float]] | None = None,
-    X_test: np.ndarray | None = None,
+    X_test: Any = None,
     y_test: np.ndarray | None = None,
     device: Any = "cpu",
     state: dict[str, Any] | None = None,
     on_batch: Callable[..., None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    workers: int = 0,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Train ``model`` in place with mini-batch SGD/Adam and cross-entropy on in-memory data.
+    """Train ``model`` in place with mini-batch SGD/Adam and cross-entropy.
+
+    Under an active ``torch.distributed`` group of more than one process, trains data-parallel
+    (DistributedDataParallel + DistributedSampler, see the module docstring); every rank must
+    call it with the same arguments.
 
     Parameters
     ----------
     model : torch.nn.Module
-    X : ndarray float32 [N, C, H, W] in [0, 1] or [N, D]
+    X : ndarray float32 [N, C, H, W] in [0, 1] or [N, D]; or an image ``torch.utils.data.Dataset``
+        of N items ``(float32 [C, H, W] in [0, 1], target)`` read with a DataLoader
     y : ndarray int64 [N]          labels to train on (possibly noisy)
     cfg : TrainConfig
     normalization : dict, optional  ``{"mean", "std"}`` applied on the fly (see :class:`Normalizer`)
-    X_test, y_test : optional       evaluated after every epoch (clean labels)
+    X_test, y_test : optional       evaluated after every epoch (clean labels); ``X_test`` as ``X``
     device : torch.device or str
     state : dict, optional
         ``training_state`` of a checkpoint to resume from (optimizer, step, epoch, RNG, history).
-    on_batch : callable(n_samples, loss=..., acc=...), optional   progress
+    on_batch : callable(n_samples, loss=..., acc=...), optional   progress (this rank's rows)
     on_epoch : callable(record), optional                         after each epoch's record
     on_checkpoint : callable(training_state), optional
         Every ``cfg.checkpoint_every`` steps; receives the training state (model weights are read
-        from ``model`` by the caller).
+        from ``model`` by the caller). Under DDP the state is gathered from every rank, so every
+        rank reaches this point; the caller writes on rank 0 only.
+    workers : int, default 0
+        DataLoader worker processes when ``X``/``X_test`` are Datasets (ignored for arrays).
 
     Returns
     -------
     history : list of dict
         One record per epoch: epoch (1-based), step, lr, train_loss, train_acc (on ``y``, running
-        average over the epoch in train mode), test_loss, test_acc (None without a test set), time_s.
+        average over the epoch in train mode, summed over ranks), test_loss, test_acc (None without
+        a test set), train_time_s, time_s.
     state : dict
-        Final training state (for checkpoints that can be resumed).
+        Final training state (for checkpoints that can be resumed); under DDP it adds
+        ``world_size``, ``rng_ranks`` and ``epoch_sums_ranks``.
     """
     import torch
     import torch.nn.functional as F
 
     device = torch.device(device)
     model.to(device)
-    X_t = torch.as_tensor(np.asarray(X, dtype=np.float32))
+    rank, world = _dist_group()
+    distributed = world > 1
+    stream = _is_stream(X)
+    if stream:
+        X_t = X
+    else:
+        X_t = torch.as_tensor(np.asarray(X, dtype=np.float32))
     y_t = torch.as_tensor(np.asarray(y, dtype=np.int64))
     on_gpu = device.type == "cuda"
-    if on_gpu and X_t.numel() * 4 < (2 << 30):
+    if on_gpu and not stream and X_t.numel() * 4 < (2 << 30):
         X_t, y_t = X_t.to(device), y_t.to(device)
     norm = Normalizer(normalization, device)
+    fwd = model
+    if distributed:
+        import torch.distributed as dist
+        from torch.nn.parallel import DistributedDataParallel
+
+        fwd = DistributedDataParallel(model, device_ids=[device.index] if on_gpu and device.index is not None else None)
     opt = make_optimizer(model, cfg)
     use_amp = bool(cfg.amp and on_gpu)
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    n = len(X_t)
-    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
+    n = len(y_t)
+    sampler = None
+    batch_size = cfg.batch_size
+    n_local = n
+    if distributed:
+        from torch.utils.data import DistributedSampler
+
+        sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=int(cfg.seed), drop_last=False)
+        batch_size = max(1, -(-cfg.batch_size // world))
+        n_local = len(sampler)
+    steps_per_epoch = max(1, math.ceil(n_local / batch_size))
     total_steps = cfg.epochs * steps_per_epoch
     history: list[dict[str, Any]] = []
     epoch0, step, skip, sums = 0, 0, 0, [0.0, 0, 0]
+    if distributed and not state:
+        torch.manual_seed(rank_seed(cfg.seed, rank))
     if state:
         opt.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        if state.get("rng") is not None:
-            torch.set_rng_state(state["rng"].cpu().to(torch.uint8))
         epoch0, step, skip = int(state["epoch"]), int(state["step"]), int(state.get("epoch_step", 0))
         sums = list(state.get("epoch_sums", [0.0, 0, 0]))
         history = list(state.get("history", []))
+        same_world = int(state.get("world_size", 1)) == world
+        if not distributed:
+            if state.get("rng") is not None:
+                torch.set_rng_state(state["rng"].cpu().to(torch.uint8))
+        elif same_world and state.get("rng_ranks"):
+            torch.set_rng_state(state["rng_ranks"][rank].cpu().to(torch.uint8))
+            sums = list(state["epoch_sums_ranks"][rank])
+        else:  # another world size: fresh per-rank RNG; rank 0 carries the epoch's running sums
+            torch.manual_seed(rank_seed(cfg.seed, rank) + step)
+            if state.get("epoch_sums_ranks"):
+                parts = state["epoch_sums_ranks"]
+                sums = [sum(float(r[0]) for r in parts), sum(int(r[1]) for r in parts), sum(int(r[2]) for r in parts)]
+            if rank:
+                sums = [0.0, 0, 0]
 
     def snapshot(epoch: int, epoch_step: int) -> dict[str, Any]:
-        return {
+        snap = {
             "epoch": epoch, "step": step, "epoch_step": epoch_step, "optimizer": copy.deepcopy(opt.state_dict()),
             "scaler": copy.deepcopy(scaler.state_dict()) if scaler.is_enabled() else {}, "rng": torch.get_rng_state(),
             "epoch_sums": [float(sums[0]), int(sums[1]), int(sums[2])], "history": list(history),
         }
+        if distributed:
+            gathered: list[Any] = [None] * world
+            dist.all_gather_object(gathered, (torch.get_rng_state(), [float(sums[0]), int(sums[1]), int(sums[2])]))
+            snap["world_size"] = world
+            snap["rng"] = gathered[0][0]
+            snap["rng_ranks"] = [g[0] for g in gathered]
+            snap["epoch_sums_ranks"] = [g[1] for g in gathered]
+        return snap
+
+    def epoch_batches(epoch: int) -> Any:
+        """Yield ``(b, idx, xb, yb)`` for the batches ``skip…`` of ``epoch`` on this rank."""
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+            perm = torch.as_tensor(list(sampler), dtype=torch.long)
+        else:
+            perm = torch.randperm(n, generator=_batch_generator(cfg.seed, epoch))
+        if not stream:
+            if X_t.device != torch.device("cpu"):
+                perm = perm.to(X_t.device)
+            for b in range(skip, steps_per_epoch):
+                idx = perm[b * batch_size : (b + 1) * batch_size]
+                yield b, idx, X_t[idx].to(device, non_blocking=True), y_t[idx].to(device, non_blocking=True)
+            return
+        from knntools.io.datasets import iter_batches
+
+        chunks = [perm[b * batch_size : (b + 1) * batch_size] for b in range(skip, steps_per_epoch)]
+        loader = iter_batches(X_t, batch_size, batches=[c.tolist() for c in chunks], workers=workers, pin_memory=on_gpu)
+        for b, idx, (_, xb) in zip(range(skip, steps_per_epoch), chunks, loader):
+            yield b, idx, xb.to(device, torch.float32, non_blocking=True), y_t[idx].to(device, non_blocking=True)
+
+    def evaluate_all() -> dict[str, float]:
+        if not distributed:
+            return evaluate(model, X_test, y_test, normalizer=norm, device=device, batch_size=cfg.eval_batch_size, workers=workers)
+        nt = len(y_test)
+        a, b_ = rank * nt // world, (rank + 1) * nt // world
+        logits = torch.from_numpy(predict_logits(model, X_test, normalizer=norm, device=device, batch_size=cfg.eval_batch_size,
+                                                 rows=(a, b_), workers=workers))
+        yt = torch.as_tensor(np.asarray(y_test[a:b_]), dtype=torch.long)
+        tot = torch.zeros(3, dtype=torch.float64)
+        if len(yt):
+            tot += torch.tensor([float(F.cross_entropy(logits, yt, reduction="sum")), int((logits.argmax(1) == yt).sum()), len(yt)], dtype=torch.float64)
+        tot = tot.to(device)
+        dist.all_reduce(tot)
+        tot = tot.cpu()
+        return {"loss": float(tot[0] / max(tot[2], 1)), "acc": float(tot[1] / max(tot[2], 1))}
 
     for epoch in range(epoch0, cfg.epochs):
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(n, generator=_batch_generator(cfg.seed, epoch))
-        if X_t.device != torch.device("cpu"):
-            perm = perm.to(X_t.device)
-        for b in range(skip, steps_per_epoch):
-            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            xb = X_t[idx].to(device, non_blocking=True)
-            yb = y_t[idx].to(device, non_blocking=True)
+        for b, idx, xb, yb in epoch_batches(epoch):
             if cfg.augment:
-                xb = augment_batch(xb, _batch_generator(cfg.seed, epoch, b), flip=cfg.flip)
+                xb = augment_batch(xb, _batch_generator(cfg.seed, epoch, b, rank), flip=cfg.flip)
             lr = lr_at(cfg, step, epoch, total_steps)
             for group in opt.param_groups:
                 group["lr"] = lr
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-                logits = model(norm(xb))
+                logits = fwd(norm(xb))
                 loss = F.cross_entropy(logits.float(), yb)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -339,17 +524,27 @@ def train_model(
             sums[2] += len(idx)
             if on_batch is not None:
                 on_batch(len(idx), loss=lv, acc=sums[1] / max(sums[2], 1))
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and on_checkpoint is not None:
-                on_checkpoint(snapshot(epoch, b + 1))
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and (on_checkpoint is not None or distributed):
+                snap = snapshot(epoch, b + 1)
+                if on_checkpoint is not None:
+                    on_checkpoint(snap)
         skip = 0
+        if distributed:
+            for buf in model.buffers():  # BatchNorm statistics: rank 0's, as DDP's next forward would
+                dist.broadcast(buf.data, 0)
+            tot = torch.tensor([float(sums[0]), float(sums[1]), float(sums[2])], dtype=torch.float64, device=device)
+            dist.all_reduce(tot)
+            ep_sums = [float(v) for v in tot.cpu()]
+        else:
+            ep_sums = sums
         record: dict[str, Any] = {
             "epoch": epoch + 1, "step": step, "lr": lr_at(cfg, step - 1, epoch, total_steps),
-            "train_loss": sums[0] / max(sums[2], 1), "train_acc": sums[1] / max(sums[2], 1),
+            "train_loss": ep_sums[0] / max(ep_sums[2], 1), "train_acc": ep_sums[1] / max(ep_sums[2], 1),
             "test_loss": None, "test_acc": None, "time_s": 0.0,
         }
         train_time = time.perf_counter() - t0
         if X_test is not None and y_test is not None and len(y_test):
-            ev = evaluate(model, X_test, y_test, normalizer=norm, device=device, batch_size=cfg.eval_batch_size)
+            ev = evaluate_all()
             record["test_loss"], record["test_acc"] = ev["loss"], ev["acc"]
         record["train_time_s"] = train_time
         record["time_s"] = time.perf_counter() - t0
