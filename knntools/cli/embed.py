@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from knntools.cli._errors import handle_errors
-from knntools.cli._options import BatchSize, DataDir, Device, Download, Force, Json, LabelColumn, NumThreads, OptOutputPath, Quiet, Seed, Split, Verbose
+from knntools.cli._options import BatchSize, DataDir, Device, Download, Force, Json, LabelColumn, NumThreads, OptOutputPath, Quiet, Seed, Split, Verbose, Workers
 from knntools.cli._output import Output
 
 HELP = """Run a network over a dataset split and stream its layer activations to an `activations` file.
@@ -17,7 +17,11 @@ Stores the chosen hidden layers, the logits, the labels the network was trained 
 labels and the row ids.
 
 MODEL is a knntools checkpoint (`knntools train`) or a TorchScript file; a torchvision model with a
-local state dict works too (--arch resnet18 --weights file.pth). --dataset/--data-dir default to
+local state dict works too (--arch resnet18 --weights file.pth), or with torchvision's published
+weights by name (--arch resnet50 --weights DEFAULT | IMAGENET1K_V2 | ResNet50_Weights.IMAGENET1K_V2,
+from torch hub's cache) and then that model's own preprocessing (weights.transforms()).
+Folder image sets (--dataset imagefolder --data-dir DIR, imagenet) are streamed through a
+DataLoader with --workers processes. --dataset/--data-dir default to
 what the checkpoint was trained on. Layers are module paths (dknn-cnn: conv1, conv2, conv3; see
 --list-layers); conv maps are stored flat or pooled (--pool avg|max). Batches are streamed to disk,
 so memory does not grow with the dataset. --attack fgsm|pgd --eps E embeds adversarial inputs
@@ -40,6 +44,8 @@ EPILOG = """Examples:
   knntools embed model.pt --split test --attack fgsm --eps 0.25 -o test_fgsm.h5
 
   knntools embed --arch resnet18 --weights resnet18.pth --dataset cifar10 --split test --layers penultimate -o test.h5
+
+  knntools embed --arch resnet50 --weights DEFAULT --dataset imagefolder --data-dir photos/ --split test --layers penultimate --workers 4 -o photos.h5
 """
 
 
@@ -69,10 +75,11 @@ def embed_cli(
     pgd_random_start: Annotated[bool, typer.Option("--pgd-random-start/--no-pgd-random-start", help="PGD: start from a random point of the eps-ball (seeded).")] = True,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="A `noise` labels file whose labels are stored as `labels` (default: the labels the checkpoint was trained with, for its training split).", dir_okay=False)] = None,
     arch: Annotated[Optional[str], typer.Option("--arch", help="With --weights: a torchvision classification model name.")] = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="With --arch: a state-dict file (torch.load weights_only=True).", dir_okay=False)] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="With --arch: a state-dict file (torch.load weights_only=True), or torchvision weights by name (DEFAULT, IMAGENET1K_V2, ResNet50_Weights.IMAGENET1K_V2) used with their own preprocessing.")] = None,
     mean: Annotated[Optional[str], typer.Option("--mean", help="Override input normalisation mean per channel, e.g. 0.5,0.5,0.5 (TorchScript default: none; torchvision: ImageNet).")] = None,
     std: Annotated[Optional[str], typer.Option("--std", help="Override input normalisation std per channel.")] = None,
     batch_size: BatchSize = 500,
+    workers: Workers = 0,
     device: Device = "auto",
     num_threads: NumThreads = 0,
     seed: Seed = 0,
@@ -143,15 +150,21 @@ def embed_cli(
         if data_dir is None and ckpt_prov.get("data_dir") and Path(ckpt_prov["data_dir"]).is_dir():
             data_dir = Path(ckpt_prov["data_dir"])
     is_table = Path(str(dataset)).suffix.lower() in (".csv", ".npz", ".h5", ".hdf5")
+    is_folder = str(dataset) in dsets.FOLDER_SETS  # streamed; images sized by the model (below)
 
-    def load_data():
+    def load_data(net=None):
         if is_table:
             return dsets.load_table(dataset, label_column=label_column)
+        if is_folder and net is not None:  # the weights' own resize/crop, else S×S of the model's input
+            return dsets.load_dataset(dataset, split=split, data_dir=data_dir, transform=net.transform, image_size=int(net.input_shape[-1]))
         return dsets.load_dataset(dataset, split=split, data_dir=data_dir, download=download)
 
     data = None
     input_shape = None
-    if not is_ckpt:
+    if not is_ckpt and is_folder:  # named weights: their crop size; other external models: 224×224 RGB
+        named = weights is not None and not Path(weights).is_file()
+        input_shape = None if named else (3, dsets.DEFAULT_IMAGE_SIZE, dsets.DEFAULT_IMAGE_SIZE)
+    elif not is_ckpt:
         data = load_data()
         input_shape = data.input_shape
     net = load_network(model, arch=arch, weights=weights, input_shape=input_shape, normalization=norm_override)
@@ -169,7 +182,7 @@ def embed_cli(
 
     names = resolve_layers(net, layers)
     if data is None:
-        data = load_data()
+        data = load_data(net)
     if tuple(data.input_shape) != tuple(net.input_shape):
         raise InputError(f"{net.path}: the model takes inputs of shape {tuple(net.input_shape)} but {data.name}/{data.split} has {tuple(data.input_shape)}; expected the dataset it was trained on")
     classes = list(net.classes) or list(data.classes)
@@ -221,7 +234,7 @@ def embed_cli(
     root = {
         "classes": classes, "layer_order": names, "penultimate": net.penultimate if net.penultimate in names else (names[-1] if names else None),
         "dataset": data.name, "split": data.split, "model_uuid": net.model_uuid, "model_arch": net.arch, "model_kind": net.kind,
-        "model_path": str(Path(net.path).resolve()) if net.path else None, "attack": attack, "attack_params": attack_params,
+        "model_path": str(Path(net.path).resolve()) if net.path and not net.weights else (net.weights or None), "attack": attack, "attack_params": attack_params,
         "pooling": pool, "layer_dtype": dtype, "labels_source": labels_source,
         "normalization": net.normalization, "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
     }
@@ -241,6 +254,7 @@ def embed_cli(
             for start, feats, logits in iter_activations(
                 net, data.X, names, batch_size=batch_size, device=dev, pool=pool, dtype=np_dtype, attack=attack,
                 y_attack=labels_clean, eps=float(eps or 0.0), pgd_steps=pgd_steps, pgd_step_size=pgd_step_size, seed=seed,
+                pgd_random_start=pgd_random_start, workers=workers,
             ):
                 stop = start + len(logits)
                 for name, block in feats.items():

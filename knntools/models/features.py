@@ -497,11 +497,12 @@ def iter_activations(
     attack, y_attack, eps, pgd_steps, pgd_step_size, seed, pgd_random_start : adversarial inputs (below);
         ``y_attack`` int64 [N] is indexed by absolute row
     rows : (start, stop), optional
-        Embed only rows ``[start, stop)`` of ``X`` (default all). ``start`` yielded is the
-        absolute row number. Batches are aligned to multiples of ``batch_size`` in absolute row
-        numbers, so a range whose bounds are multiples of ``batch_size`` runs exactly the batches
-        of the full run and gives bit-identical rows (same device and threads); other bounds
-        split one batch, which can change the last bits on some devices.
+        Embed only rows ``[start, stop)`` of ``X`` (default all), e.g. one shard. ``start``
+        yielded is the absolute row number. Batches are always the aligned blocks
+        ``[k * batch_size, (k + 1) * batch_size)`` of the full split: a range that starts or
+        ends inside a block computes the whole block and keeps its rows, so every row goes
+        through exactly the batch of the unsharded run and comes out bit-identical (same device,
+        threads and batch size), at the cost of at most two extra partial batches.
     workers : int, default 0
 
     Memory is bounded by one batch of every layer (nothing accumulates), so the caller can stream
@@ -520,10 +521,18 @@ def iter_activations(
     from knntools.io.datasets import iter_batches
     from knntools.models.attacks import perturb
 
+    n = len(X)
+    a, b = (0, n) if rows is None else (int(rows[0]), int(rows[1]))
+    if not 0 <= a <= b <= n:
+        raise InputError(f"rows [{a}, {b}): outside the split's {n} rows; expected 0 <= start <= stop <= {n}")
+    if a == b:
+        return
+    lo, hi = a // batch_size * batch_size, min(n, -(-b // batch_size) * batch_size)  # whole aligned batches
     device = torch.device(device)
     net.module.to(device)
     net.module.eval()
-    for start, xb in iter_batches(X, batch_size, rows=rows, workers=workers, pin_memory=device.type == "cuda"):
+    for start, xb in iter_batches(X, batch_size, rows=(lo, hi), workers=workers, pin_memory=device.type == "cuda"):
+        keep = slice(max(a - start, 0), min(b - start, len(xb)))
         xb = xb.to(device, torch.float32, non_blocking=True)
         if attack != "none":
             yb = torch.as_tensor(np.asarray(y_attack[start : start + len(xb)]), dtype=torch.long, device=device)
@@ -531,5 +540,5 @@ def iter_activations(
             xb = perturb(lambda z: forward_logits(net, z), xb, yb, attack, eps=eps, steps=pgd_steps, step_size=pgd_step_size,
                         random_start=pgd_random_start, generator=gen)
         logits, store = run_layers(net, xb, names)
-        feats = {name: _pool(store[name], pool).float().cpu().numpy().astype(dtype, copy=False) for name in names}
-        yield start, feats, logits.float().cpu().numpy()
+        feats = {name: _pool(store[name], pool)[keep].float().cpu().numpy().astype(dtype, copy=False) for name in names}
+        yield start + keep.start, feats, logits[keep].float().cpu().numpy()
