@@ -15,7 +15,8 @@ pickled objects), so loading a user's file cannot execute code::
     provenance        {"model_uuid", "created", "knntools_version", "command", "dataset", "data_dir",
                        "split", "n_train", "labels_file", "labels_uuid", "subset", "seed",
                        "hyperparameters": {...}, "device", "n_parameters", "torch_version",
-                       "num_threads" (torch CPU threads: with the seed, what makes a run repeatable)}
+                       "num_threads" (torch CPU threads: with the seed, what makes a run repeatable),
+                       "world_size", "backend" (processes under torchrun and their backend)}
     train_labels      int64 tensor [N_train]: the labels the network was trained with, one per row of
                       the training split (noisy labels when a labels file was used), or absent
     subset_ids        int64 tensor: rows of the training split used (``--subset``), or absent
