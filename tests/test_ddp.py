@@ -39,8 +39,16 @@ def torchrun(args: list[str], cwd: Path, *, nproc: int = 2, timeout: float = 300
     return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
-def single(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "knntools", *map(str, args)], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
+def single_json(capsys, args: list[str]) -> dict:
+    """Run ``knntools ARGS --json`` in this process (a plain single-process run)."""
+    from knntools.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args] + ["--json"])
+    except SystemExit as exc:
+        assert not exc.code, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def _files(d: Path) -> set[str]:
@@ -48,14 +56,12 @@ def _files(d: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_ddp_accuracy_rank0_writes_and_exact_resume(tmp_path):
+def test_ddp_accuracy_rank0_writes_and_exact_resume(tmp_path, capsys):
     ddp_dir, one_dir = tmp_path / "ddp", tmp_path / "one"
     ddp_dir.mkdir()
     one_dir.mkdir()
     # single process, as today
-    p1 = single([*TRAIN, "--epochs", "12", "-o", "one.pt", "--json"], one_dir)
-    assert p1.returncode == 0, p1.stderr
-    acc_one = json.loads(p1.stdout)["test_acc"]
+    acc_one = single_json(capsys, [*TRAIN, "--epochs", "12", "-o", one_dir / "one.pt"])["test_acc"]
     # two processes (gloo), with a step checkpoint in the middle of epoch 8 (11 steps per epoch)
     p2 = torchrun([*TRAIN, "--epochs", "12", "--checkpoint-every", "85", "--checkpoint-dir", "ck", "-o", "ddp.pt", "--json"], ddp_dir)
     assert p2.returncode == 0, p2.stderr

@@ -61,6 +61,8 @@ def features_cli(
         data = dsets.load_table(source, label_column=label_column)
     else:
         data = dsets.load_dataset(source, split=split, data_dir=data_dir, download=download)
+    if data.streaming:
+        raise InputError(f"--dataset {source}: a folder image set is streamed, not held as a table; expected an in-memory set or a table (embed folder images with `knntools embed`)")
     X = data.X.reshape(len(data.X), -1).astype(np.float32)
     parts = {"train": np.arange(len(X))}
     if test_size > 0:

@@ -386,7 +386,8 @@ def _train(*, output, dataset, data_dir, download, label_column, workers, image_
             model, X_fit, y_fit, cfg, normalization=normalization,
             X_test=None if test_ds is None else test_ds.X, y_test=None if test_ds is None else test_ds.y,
             device=dev, state=resumed["training_state"] if resumed is not None else None,
-            on_batch=advance, on_epoch=on_epoch, on_checkpoint=on_checkpoint if checkpoint_every else None, workers=workers,
+            on_batch=advance if not dinfo.distributed else (lambda k, **kw: advance(k * dinfo.world_size, **kw)),  # rank 0 sees 1/W of the rows
+            on_epoch=on_epoch, on_checkpoint=on_checkpoint if checkpoint_every else None, workers=workers,
         )
     if not dinfo.is_main:  # rank 0 alone writes files and reports
         return
