@@ -91,6 +91,8 @@ def test_split_layout_order_and_errors(folder, tmp_path):
         dsets.load_dataset("imagefolder", split="test", data_dir=bad)
     with pytest.raises(InputError, match="expected --data-dir"):
         dsets.load_dataset("imagefolder", split="train")
+    with pytest.raises(InputError, match="ImageNet not found"):
+        dsets.load_dataset("imagenet", split="test", data_dir=tmp_path)
     (tmp_path / "empty" / "cat").mkdir(parents=True)
     with pytest.raises(InputError, match="(?i)no valid file|no images"):
         dsets.load_dataset("imagefolder", split="train", data_dir=tmp_path / "empty")

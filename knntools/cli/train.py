@@ -16,10 +16,11 @@ HELP = """Train a classifier on an image set or a table and write a self-describ
 Architectures: mlp (MLP-640), lenet, dknn-cnn, resnet20, wide-resnet, vgg13, resnet10, ffn (tables),
 or any torchvision classification model by name (resnet18, mobilenet_v3_large, …).
 
-Images of the built-in sets are kept in memory as tensors (no DataLoader); folder sets
-(imagefolder, imagenet) are streamed by a DataLoader with --workers processes, resized and
-centre-cropped to --image-size. Augmentation (random crop + flip) runs on tensors. Labels come from the dataset, or from a `noise` labels file (--labels). --subset N trains on
-N random rows (Cohen et al.'s overfitting setting). Checkpoints every N steps go into
+Images of the built-in sets are kept in memory as tensors (no DataLoader); folder sets (imagefolder:
+DIR/train and DIR/test|val, or DIR itself; imagenet) are streamed by a DataLoader with --workers
+processes, resized and centre-cropped to --image-size. Augmentation (random crop + flip) runs on
+tensors. Labels come from the dataset, or from a `noise` labels file (--labels). --subset N trains
+on N random rows (Cohen et al.'s overfitting setting). Checkpoints every N steps go into
 --checkpoint-dir (for analysis over training); --resume continues from one. A per-epoch metrics log
 (<output>.metrics.csv) is written beside the model.
 
