@@ -135,3 +135,26 @@ def test_killed_rank_leaves_no_checkpoint(tmp_path):
     assert proc.returncode != 0
     assert not (tmp_path / "ddp.pt").exists() and not (tmp_path / "ddp.metrics.csv").exists()
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".partial")]
+
+
+@pytest.mark.slow
+def test_ddp_streams_an_imagefolder_with_workers(tmp_path, capsys):
+    pytest.importorskip("PIL.Image")
+    from test_imagefolder import CLASSES, _write_split
+
+    _write_split(tmp_path / "photos" / "train", 8, 0)
+    _write_split(tmp_path / "photos" / "test", 4, 1)
+    p = torchrun(["train", "--dataset", "imagefolder", "--data-dir", "photos", "--image-size", "16", "--workers", "2", "--arch", "lenet",
+                  "--epochs", "3", "--batch-size", "8", "--lr", "3e-3", "--num-threads", "1", "-o", "f.pt", "--json"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout.strip())
+    # 24 rows: 12 per rank, 4 per rank and step (global batch 8) -> 3 steps per epoch
+    assert summary["world_size"] == 2 and summary["steps"] == 9 and summary["classes"] == CLASSES
+    assert _files(tmp_path) == {"photos", "f.pt", "f.metrics.csv"}
+    # embedding the test split with the checkpoint reproduces the accuracy all ranks evaluated together
+    single_json(capsys, ["embed", tmp_path / "f.pt", "--split", "test", "--data-dir", tmp_path / "photos", "--workers", "2",
+                         "-o", tmp_path / "t.h5"])
+    from knntools.io.h5 import KFile
+
+    with KFile(tmp_path / "t.h5", "activations") as kf:
+        assert kf.attrs["accuracy"] == pytest.approx(summary["test_acc"], abs=1e-9)
