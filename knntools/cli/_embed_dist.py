@@ -31,7 +31,10 @@ def _collective(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except Exception as exc:
-        raise _PeerFailure(f"another rank failed or stopped ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''})") from exc
+        import re
+
+        detail = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:100]
+        raise _PeerFailure(f"another rank failed or stopped ({detail})") from exc
 
 
 def _run_id_of(path: Path) -> str | None:

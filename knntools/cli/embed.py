@@ -271,8 +271,10 @@ def embed_cli(
     counts = {"clean": 0, "train": 0}
     t0 = time.perf_counter()
     where = f" rows [{row_start}, {row_stop}) of {n_total} (shard {shard_spec[0]}/{shard_spec[1]})" if shard_spec is not None else f" {n} rows"
+    if dinfo.distributed:
+        where = f" {n_total} rows on {dinfo.world_size} ranks, {n} per part (rank 0: rows [{row_start}, {row_stop}))"
     out.info(f"[bold]embed[/bold] {net.arch} on {data.name}/{data.split}:{where}, layers {', '.join(names) or '(none)'} + logits"
-             f"{f', attack {attack} eps={eps:g}' if attack != 'none' else ''}, device {dev}" + (f", {dinfo.world_size} ranks" if dinfo.distributed else ""))
+             f"{f', attack {attack} eps={eps:g}' if attack != 'none' else ''}, device {dev}")
 
     def write(dest: Path, extra: dict) -> str:
         """Embed the rows [row_start, row_stop) into the activations file ``dest``; returns its uuid."""
@@ -323,7 +325,7 @@ def embed_cli(
         out.info(f"accuracy of the stored logits: {acc:.4f} (true labels), {correct_train / n:.4f} (labels as trained on) — {n / elapsed:.0f} images/s, {size / 2**20:.1f} MiB")
     out.result({
         "command": "embed", "output": str(output), "uuid": file_uuid, "model": net.path, "model_uuid": net.model_uuid, "arch": net.arch,
-        "dataset": data.name, "split": data.split, "n_samples": n, "shard": ({**shard_attrs, "world_size": dinfo.world_size} if shard_attrs else None), "layers": [{"name": r["name"], "dim": r["dim"], "shape": r["shape"]} for r in shapes[:-1]],
+        "dataset": data.name, "split": data.split, "n_samples": n, "shard": (None if not shard_attrs else {"world_size": dinfo.world_size, "parts": [str(part_path(output, i, dinfo.world_size)) for i in range(dinfo.world_size)]} if dinfo.distributed else shard_attrs), "layers": [{"name": r["name"], "dim": r["dim"], "shape": r["shape"]} for r in shapes[:-1]],
         "logits": store_logits, "pool": pool, "dtype": dtype, "attack": attack, "attack_params": attack_params,
         "accuracy": acc, "accuracy_vs_labels": (correct_train / n if acc is not None else None), "labels_source": labels_source,
         "time_s": elapsed, "images_per_s": n / elapsed if elapsed > 0 else None, "bytes": size, "device": str(dev), "seed": seed,
