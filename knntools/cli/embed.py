@@ -320,6 +320,8 @@ def embed_cli(
     acc = counts["clean"] / n if (store_logits and n) else None
     correct_train = counts["train"]
     elapsed = time.perf_counter() - t0
+    if not dinfo.is_main:  # rank 0 alone reports
+        return
     size = sum(p.stat().st_size for p in [Path(output)] + ([part_path(output, i, dinfo.world_size) for i in range(dinfo.world_size)] if dinfo.distributed else []))
     if acc is not None:
         out.info(f"accuracy of the stored logits: {acc:.4f} (true labels), {correct_train / n:.4f} (labels as trained on) — {n / elapsed:.0f} images/s, {size / 2**20:.1f} MiB")
