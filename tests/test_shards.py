@@ -207,6 +207,17 @@ def test_merge_refuses_bad_parts_and_writes_nothing(capsys, embedded, tmp_path):
             fails_one_line(capsys, "merge", *virtual, *parts, "-o", out, match=match)
             no_new_files(tmp_path, before)
     fails_one_line(capsys, "merge", d / "test.h5", "-o", d / "test.h5", match="exists")
+    ok_json(capsys, "lasenn", d / "train.h5", d / "test.h5", "-k", "3", "-o", tmp_path / "pred.h5")
+    before = {p.name for p in tmp_path.iterdir()}
+    fails_one_line(capsys, "merge", tmp_path / "pred.h5", "-o", out, match=r"pred\.h5: merging files of kind 'predictions' is not supported")
+    no_new_files(tmp_path, before)
+
+
+def test_shard_option_is_refused_under_torchrun(capsys, embedded, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    fails_one_line(capsys, "embed", embedded / "m.pt", "--split", "test", "--shard", "0/2", "-o", tmp_path / "x.h5", match="not allowed under torchrun")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("spec", ["2/2", "0/0", "1", "a/b", "-1/2"])

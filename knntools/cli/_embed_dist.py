@@ -96,6 +96,11 @@ def embed_distributed(write: Callable[[Path, dict], str], output: Path, shard_at
 
         def on_term(signum: int, frame: Any) -> None:  # torchrun stops the survivors when a worker fails
             cleanup()
+            if rank == 0:
+                from knntools.cli._errors import error_line
+
+                msg = f"{output}: rank 0 stopped (signal {signum}): another rank failed or stopped; no set written and this run's parts removed"
+                os.write(2, (error_line("embed", msg) + "\n").encode())
             os._exit(128 + signum)
 
         previous = signal.signal(signal.SIGTERM, on_term)

@@ -174,7 +174,7 @@ def parts_from_attrs(set_path: str | os.PathLike, attrs: dict[str, Any]) -> list
     out = []
     for r in raw:
         rel = Path(str(r["path"]))
-        out.append(ShardInfo(path=rel if rel.is_absolute() else sp.parent / rel, uuid=str(r["uuid"]),
+        out.append(ShardInfo(path=rel if rel.is_absolute() else Path(os.path.normpath(sp.parent / rel)), uuid=str(r["uuid"]),
                              **{k: int(r[k]) for k in SHARD_ATTRS}))
     return out
 
