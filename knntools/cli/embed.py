@@ -141,9 +141,9 @@ def embed_cli(
     if not list_layers:
         if output is None:
             raise InputError("-o/--output: expected an output .h5 path (or --list-layers)")
-        check_output_path(output, force)
-        if dinfo.distributed:
-            for i in range(dinfo.world_size):
+        if dinfo.is_main:  # under torchrun rank 0 checks the set and every part (one error line, not one per rank)
+            check_output_path(output, force)
+            for i in range(dinfo.world_size if dinfo.distributed else 0):
                 check_output_path(part_path(output, i, dinfo.world_size), force)
 
     import torch
