@@ -30,6 +30,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("lasenn", "knntools.cli.lasenn", "lasenn_cli"),
     ("distill-knet", "knntools.cli.distill_knet", "distill_knet_cli"),
     ("probe", "knntools.cli.probe", "probe_cli"),
+    ("merge", "knntools.cli.merge", "merge_cli"),
 ]
 
 app = typer.Typer(

@@ -27,6 +27,14 @@ what the checkpoint was trained on. Layers are module paths (dknn-cnn: conv1, co
 so memory does not grow with the dataset. --attack fgsm|pgd --eps E embeds adversarial inputs
 (L-inf, eps in [0, 1] pixel units before normalisation, against the true labels).
 
+Sharded: --shard I/N embeds only rows [I*n//N, (I+1)*n//N) of the split into an ordinary
+activations file carrying shard attributes (run shards as separate jobs, e.g. a SLURM array, then
+`knntools merge`). Under torchrun (`torchrun --nproc-per-node N -m knntools embed ... -o set.h5`)
+rank I embeds shard I/N into set-0000I-of-0000N.h5 beside -o, and rank 0 then writes -o as a set
+of HDF5 virtual datasets over the parts, which every command opens like one file. The rows are
+the same as the unsharded run's (PGD's random start excepted). If a rank fails, no set is written
+and the other ranks remove the parts of the run.
+
 Reads: MODEL; a dataset split (--dataset, --data-dir) or a features/.csv/.npz table.
 Writes: layers/<name> float32|float16 [N, D] (attrs shape, module, pooling), logits float32 [N, C],
 labels int64 [N] (as trained on), labels_clean int64 [N], ids int64 [N]; root attrs layer_order,
@@ -46,6 +54,10 @@ EPILOG = """Examples:
   knntools embed --arch resnet18 --weights resnet18.pth --dataset cifar10 --split test --layers penultimate -o test.h5
 
   knntools embed --arch resnet50 --weights DEFAULT --dataset imagefolder --data-dir photos/ --split test --layers penultimate --workers 4 -o photos.h5
+
+  knntools embed model.pt --split train --shard 0/2 -o part0.h5
+
+  torchrun --standalone --nproc-per-node 2 -m knntools embed model.pt --split test -o test_set.h5
 """
 
 
@@ -78,6 +90,7 @@ def embed_cli(
     weights: Annotated[Optional[str], typer.Option("--weights", help="With --arch: a state-dict file (torch.load weights_only=True), or torchvision weights by name (DEFAULT, IMAGENET1K_V2, ResNet50_Weights.IMAGENET1K_V2) used with their own preprocessing.")] = None,
     mean: Annotated[Optional[str], typer.Option("--mean", help="Override input normalisation mean per channel, e.g. 0.5,0.5,0.5 (TorchScript default: none; torchvision: ImageNet).")] = None,
     std: Annotated[Optional[str], typer.Option("--std", help="Override input normalisation std per channel.")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: embed only shard I of N of the split (rows [I*n//N, (I+1)*n//N)); join the parts with `knntools merge`. Under torchrun the rank and world size choose the shard.")] = None,
     batch_size: BatchSize = 500,
     workers: Workers = 0,
     device: Device = "auto",
@@ -121,10 +134,24 @@ def embed_cli(
         if len(m) != len(s) or any(v <= 0 for v in s):
             raise InputError(f"--mean/--std: {len(m)} means and {len(s)} stds; expected equally many, stds > 0")
         norm_override = {"mean": m, "std": s}
+    from knntools.distributed import env_info
+    from knntools.io.shards import parse_shard_spec, part_path
+
+    dinfo = env_info()
+    shard_spec = parse_shard_spec(shard) if shard is not None else None
+    if shard_spec is not None and dinfo.distributed:
+        raise InputError(f"--shard {shard}: not allowed under torchrun (WORLD_SIZE={dinfo.world_size}), where the rank and world size choose the shard; expected one or the other")
+    if dinfo.distributed:
+        shard_spec = (dinfo.rank, dinfo.world_size)
+        if not dinfo.is_main:  # rank 0 alone prints messages and results
+            out = Output("embed", json_mode=False, quiet=True, verbose=verbose)
     if not list_layers:
         if output is None:
             raise InputError("-o/--output: expected an output .h5 path (or --list-layers)")
-        check_output_path(output, force)
+        if dinfo.is_main:  # under torchrun rank 0 checks the set and every part (one error line, not one per rank)
+            check_output_path(output, force)
+            for i in range(dinfo.world_size if dinfo.distributed else 0):
+                check_output_path(part_path(output, i, dinfo.world_size), force)
 
     import torch
 
@@ -221,6 +248,21 @@ def embed_cli(
             if ckpt_prov.get("labels_uuid"):
                 parents.append(str(ckpt_prov["labels_uuid"]))
 
+    # ---- which rows ----------------------------------------------------------------------------
+    n_total = data.n_samples
+    row_start, row_stop = 0, n_total
+    shard_attrs: dict = {}
+    if shard_spec is not None:
+        from knntools.io.shards import ShardInfo, shard_rows
+
+        row_start, row_stop = shard_rows(n_total, *shard_spec)
+        shard_attrs = ShardInfo(path=Path(output), shard_index=shard_spec[0], shard_count=shard_spec[1], row_start=row_start,
+                                row_stop=row_stop, total_rows=n_total).as_attrs()
+    labels_clean_all = np.asarray(labels_clean)  # the attack's targets, indexed by absolute row
+    labels_clean = labels_clean_all[row_start:row_stop]
+    labels_train = np.asarray(labels_train)[row_start:row_stop]
+    ids_rows = np.asarray(data.ids)[row_start:row_stop]
+
     # ---- stream --------------------------------------------------------------------------------
     np_dtype = np.float32 if dtype == "float32" else np.float16
     attack_params = {}
@@ -238,51 +280,69 @@ def embed_cli(
         "pooling": pool, "layer_dtype": dtype, "labels_source": labels_source,
         "normalization": net.normalization, "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
     }
-    n = data.n_samples
-    correct_clean = correct_train = 0
+    n = row_stop - row_start
+    counts = {"clean": 0, "train": 0}
     t0 = time.perf_counter()
-    out.info(f"[bold]embed[/bold] {net.arch} on {data.name}/{data.split}: {n} rows, layers {', '.join(names) or '(none)'} + logits"
+    where = f" rows [{row_start}, {row_stop}) of {n_total} (shard {shard_spec[0]}/{shard_spec[1]})" if shard_spec is not None else f" {n} rows"
+    if dinfo.distributed:
+        where = f" {n_total} rows on {dinfo.world_size} ranks, {n} per part (rank 0: rows [{row_start}, {row_stop}))"
+    out.info(f"[bold]embed[/bold] {net.arch} on {data.name}/{data.split}:{where}, layers {', '.join(names) or '(none)'} + logits"
              f"{f', attack {attack} eps={eps:g}' if attack != 'none' else ''}, device {dev}")
-    with create(output, "activations", parents=parents, seed=seed, attrs=root, force=force) as f:
-        streams = {}
-        for row in shapes[:-1]:
-            streams[row["name"]] = create_stream(f, f"layers/{row['name']}", (n, row["dim"]), np_dtype,
-                                                 attrs={"shape": row["shape"] if pool == "none" else [row["dim"]], "module": row["module"],
-                                                        "pooling": pool, "shape_unpooled": row["shape"]})
-        logits_ds = create_stream(f, "logits", (n, n_logits), np.float32) if store_logits else None
-        with out.progress("embedding", total=n) as advance:
-            for start, feats, logits in iter_activations(
-                net, data.X, names, batch_size=batch_size, device=dev, pool=pool, dtype=np_dtype, attack=attack,
-                y_attack=labels_clean, eps=float(eps or 0.0), pgd_steps=pgd_steps, pgd_step_size=pgd_step_size, seed=seed,
-                pgd_random_start=pgd_random_start, workers=workers,
-            ):
-                stop = start + len(logits)
-                for name, block in feats.items():
-                    if not np.isfinite(block).all():
-                        from knntools.errors import KnnToolsError
 
-                        raise KnnToolsError(f"layer '{name}': non-finite activations in rows {start}..{stop - 1} (float16 overflow? try --dtype float32)")
-                    streams[name][start:stop] = block
-                if logits_ds is not None:
-                    logits_ds[start:stop] = logits
-                    pred = logits.argmax(1)
-                    correct_clean += int((pred == labels_clean[start:stop]).sum())
-                    correct_train += int((pred == labels_train[start:stop]).sum())
-                advance(len(logits))
-        write_array(f, "labels", np.asarray(labels_train, dtype=np.int64))
-        write_array(f, "labels_clean", np.asarray(labels_clean, dtype=np.int64))
-        write_array(f, "ids", np.asarray(data.ids, dtype=np.int64))
-        acc = correct_clean / n if (store_logits and n) else None
-        if acc is not None:
-            f.attrs["accuracy"] = float(acc)
-        file_uuid = str(f.attrs["uuid"])
+    def write(dest: Path, extra: dict) -> str:
+        """Embed the rows [row_start, row_stop) into the activations file ``dest``; returns its uuid."""
+        with create(dest, "activations", parents=parents, seed=seed, attrs={**root, **extra}, force=force) as f:
+            streams = {}
+            for row in shapes[:-1]:
+                streams[row["name"]] = create_stream(f, f"layers/{row['name']}", (n, row["dim"]), np_dtype,
+                                                     attrs={"shape": row["shape"] if pool == "none" else [row["dim"]], "module": row["module"],
+                                                            "pooling": pool, "shape_unpooled": row["shape"]})
+            logits_ds = create_stream(f, "logits", (n, n_logits), np.float32) if store_logits else None
+            with out.progress("embedding", total=n) as advance:
+                for abs_start, feats, logits in iter_activations(
+                    net, data.X, names, batch_size=batch_size, device=dev, pool=pool, dtype=np_dtype, attack=attack,
+                    y_attack=labels_clean_all, eps=float(eps or 0.0), pgd_steps=pgd_steps, pgd_step_size=pgd_step_size, seed=seed,
+                    pgd_random_start=pgd_random_start, workers=workers, rows=(row_start, row_stop),
+                ):
+                    start = abs_start - row_start  # iter_activations yields rows of the whole split
+                    stop = start + len(logits)
+                    for name, block in feats.items():
+                        if not np.isfinite(block).all():
+                            from knntools.errors import KnnToolsError
+
+                            raise KnnToolsError(f"layer '{name}': non-finite activations in rows {start}..{stop - 1} (float16 overflow? try --dtype float32)")
+                        streams[name][start:stop] = block
+                    if logits_ds is not None:
+                        logits_ds[start:stop] = logits
+                        pred = logits.argmax(1)
+                        counts["clean"] += int((pred == labels_clean[start:stop]).sum())
+                        counts["train"] += int((pred == labels_train[start:stop]).sum())
+                    advance(len(logits))
+            write_array(f, "labels", np.asarray(labels_train, dtype=np.int64))
+            write_array(f, "labels_clean", np.asarray(labels_clean, dtype=np.int64))
+            write_array(f, "ids", np.asarray(ids_rows, dtype=np.int64))
+            if store_logits and n:
+                f.attrs["accuracy"] = float(counts["clean"] / n)
+            return str(f.attrs["uuid"])
+
+    if dinfo.distributed:
+        from knntools.cli._embed_dist import embed_distributed
+
+        file_uuid = embed_distributed(write, Path(output), shard_attrs, counts, device=dev, force=force)
+        n = n_total  # the summary describes the whole set (counts are summed over the ranks)
+    else:
+        file_uuid = write(Path(output), shard_attrs)
+    acc = counts["clean"] / n if (store_logits and n) else None
+    correct_train = counts["train"]
     elapsed = time.perf_counter() - t0
-    size = Path(output).stat().st_size
+    if not dinfo.is_main:  # rank 0 alone reports
+        return
+    size = sum(p.stat().st_size for p in [Path(output)] + ([part_path(output, i, dinfo.world_size) for i in range(dinfo.world_size)] if dinfo.distributed else []))
     if acc is not None:
         out.info(f"accuracy of the stored logits: {acc:.4f} (true labels), {correct_train / n:.4f} (labels as trained on) — {n / elapsed:.0f} images/s, {size / 2**20:.1f} MiB")
     out.result({
         "command": "embed", "output": str(output), "uuid": file_uuid, "model": net.path, "model_uuid": net.model_uuid, "arch": net.arch,
-        "dataset": data.name, "split": data.split, "n_samples": n, "layers": [{"name": r["name"], "dim": r["dim"], "shape": r["shape"]} for r in shapes[:-1]],
+        "dataset": data.name, "split": data.split, "n_samples": n, "shard": (None if not shard_attrs else {"world_size": dinfo.world_size, "parts": [str(part_path(output, i, dinfo.world_size)) for i in range(dinfo.world_size)]} if dinfo.distributed else shard_attrs), "layers": [{"name": r["name"], "dim": r["dim"], "shape": r["shape"]} for r in shapes[:-1]],
         "logits": store_logits, "pool": pool, "dtype": dtype, "attack": attack, "attack_params": attack_params,
         "accuracy": acc, "accuracy_vs_labels": (correct_train / n if acc is not None else None), "labels_source": labels_source,
         "time_s": elapsed, "images_per_s": n / elapsed if elapsed > 0 else None, "bytes": size, "device": str(dev), "seed": seed,

@@ -314,11 +314,17 @@ class KFile:
     attrs : dict   root attributes, JSON decoded
     classes : list of str   class names ("" list if the file has none)
     n_samples : int   common length of the per-sample datasets (0 if none)
+    parts : list of ShardInfo   the parts of a sharded set, in row order ([] for a plain file)
+
+    A *set* (``knntools merge --virtual``, ``embed`` under torchrun; docs/format.md, "Shards and
+    sets") opens like one file: its datasets are HDF5 virtual datasets over the part files, read
+    through transparently, in row order. Opening it checks that every part exists and is the file
+    the set was made from, because HDF5 would silently read a missing part as fill values.
 
     Raises
     ------
     InputError
-        Missing file.
+        Missing file; a set whose part file is missing or was replaced (the message names the part).
     SchemaError
         Not HDF5, not a knntools file, wrong kind, newer format version, or per-sample datasets
         of different lengths.
@@ -387,12 +393,25 @@ class KFile:
             detail = ", ".join(f"{k}: {v}" for k, v in sorted(lengths.items()))
             raise SchemaError(f"{self.path}: per-sample datasets disagree on their length ({detail}); expected one length")
         self.n_samples = next(iter(lengths.values()), 0)
+        from knntools.io.shards import check_set_parts, parts_from_attrs
+
+        self.parts = sorted(parts_from_attrs(self.path, self.attrs), key=lambda s: s.row_start)
+        if self.parts:
+            check_set_parts(self.path, self.parts)
+            covered = sum(p.n_rows for p in self.parts)
+            if covered != self.n_samples:
+                raise SchemaError(f"{self.path}: its parts hold {covered} rows but its datasets have {self.n_samples}; expected the same")
 
     # -- access ---------------------------------------------------------------------------
     @property
     def n_classes(self) -> int:
         """Number of classes (``len(classes)``)."""
         return len(self.classes)
+
+    @property
+    def is_set(self) -> bool:
+        """True for a sharded set (virtual datasets over part files)."""
+        return bool(self.parts)
 
     @property
     def parents(self) -> list[str]:
