@@ -241,9 +241,6 @@ def _train(input: Path, output: Path, *, layer: str, k_range: str, fixed_k: int 
 
 
 def _load_checkpoint(path: Path) -> tuple[Any, dict]:
-    import pickle
-    import zipfile
-
     import torch
 
     from knntools.errors import InputError
@@ -251,8 +248,10 @@ def _load_checkpoint(path: Path) -> tuple[Any, dict]:
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a loadable kNet checkpoint ({str(exc).splitlines()[0][:120]}); expected a file written by `knntools distill-knet`") from None
+    except Exception as exc:  # unpickling refused, damaged zip, not a torch file at all
+        from knntools.models.checkpoint import load_error_reason
+
+        raise InputError(f"{path}: not a loadable kNet checkpoint: {load_error_reason(exc)}; expected a file written by `knntools distill-knet`") from None
     return kn.from_checkpoint(obj, str(path))
 
 

@@ -101,13 +101,19 @@ def write_metrics_csv(path: Path, history: list[dict[str, Any]], *, force: bool)
 
     from knntools.io.h5 import atomic_path
 
-    cols = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "train_time_s", "time_s"]
     with atomic_path(path, force=force) as tmp:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(cols)
-            for rec in history:
-                w.writerow(["" if rec.get(c) is None else (f"{rec[c]:.6g}" if isinstance(rec.get(c), float) else rec.get(c)) for c in cols])
+        _write_metrics_rows(tmp, history)
+
+
+def _write_metrics_rows(path: Path, history: list[dict[str, Any]]) -> None:
+    import csv
+
+    cols = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "train_time_s", "time_s"]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for rec in history:
+            w.writerow(["" if rec.get(c) is None else (f"{rec[c]:.6g}" if isinstance(rec.get(c), float) else rec.get(c)) for c in cols])
 
 
 @handle_errors("train")
@@ -336,8 +342,17 @@ def train_cli(
     ckpt = make_ckpt(final_state, history)
     last = history[-1] if history else {}
     ckpt["metrics"] = {k: last.get(k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
-    write_metrics_csv(mpath, history, force=force)
-    save_checkpoint(ckpt, output, force=force)
+    # both outputs are written to temporary files first and renamed back to back at the end
+    # (checkpoint first), so an interrupted run leaves neither a new metrics file nor a checkpoint
+    import contextlib
+
+    from knntools.io.h5 import atomic_path
+
+    with contextlib.ExitStack() as stack:
+        tmp_metrics = stack.enter_context(atomic_path(mpath, force=force))
+        tmp_ckpt = stack.enter_context(atomic_path(output, force=force))
+        _write_metrics_rows(tmp_metrics, history)
+        torch.save(ckpt, tmp_ckpt)
     total_time = float(sum(r.get("time_s", 0.0) for r in history[start_epoch:]))
     train_time = float(sum(r.get("train_time_s", 0.0) for r in history[start_epoch:]))
     out.result({

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
 import re
@@ -44,7 +45,7 @@ import h5py
 import numpy as np
 
 from knntools import __version__
-from knntools.errors import InputError, SchemaError
+from knntools.errors import InputError, KnnToolsError, SchemaError
 
 FORMAT = "knntools"
 FORMAT_VERSION = 1
@@ -155,6 +156,9 @@ def read_attrs(obj: h5py.HLObject) -> dict[str, Any]:
 
 #: Temporary outputs are named ``.<name>.<pid>@<host>.<8 hex>.partial`` (see :func:`atomic_path`).
 _PARTIAL_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[0-9a-f]{8}\.partial$")
+
+#: errno values of a failed write (disk full, quota, file too large, read-only file system, I/O error)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
 
 #: Temporary paths yielded by :func:`atomic_path` that are still being written in this process.
 _ACTIVE_TEMPS: set[Path] = set()
@@ -274,7 +278,13 @@ def atomic_path(path: str | os.PathLike, *, force: bool = False) -> Iterator[Pat
     tmp = partial_name(dest)
     _ACTIVE_TEMPS.add(tmp)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:
+            if exc.errno not in _WRITE_ERRNOS:
+                raise
+            kept = "; the existing file is unchanged" if dest.exists() else ""
+            raise KnnToolsError(f"{dest}: writing the output failed ({exc.strerror or exc}); nothing was written{kept}") from None
         if not tmp.exists():
             raise RuntimeError(f"{dest}: nothing was written")
         if dest.exists() and not force:  # appeared meanwhile

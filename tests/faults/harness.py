@@ -78,9 +78,9 @@ def run_process(argv: list[str], cwd: Path, timeout: float = 300) -> Run:
 
 
 def popen(argv: list[str], cwd: Path) -> subprocess.Popen:
-    """Start ``python -m knntools ARGV`` (stdout/stderr piped) for kill tests."""
+    """Start ``python -m knntools ARGV`` (stdout/stderr piped, bytes) for kill tests."""
     return subprocess.Popen([sys.executable, "-m", "knntools", *map(str, argv)], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 # ------------------------------------------------------------------------------------------
