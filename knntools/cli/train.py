@@ -101,19 +101,13 @@ def write_metrics_csv(path: Path, history: list[dict[str, Any]], *, force: bool)
 
     from knntools.io.h5 import atomic_path
 
-    with atomic_path(path, force=force) as tmp:
-        _write_metrics_rows(tmp, history)
-
-
-def _write_metrics_rows(path: Path, history: list[dict[str, Any]]) -> None:
-    import csv
-
     cols = ["epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "train_time_s", "time_s"]
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(cols)
-        for rec in history:
-            w.writerow(["" if rec.get(c) is None else (f"{rec[c]:.6g}" if isinstance(rec.get(c), float) else rec.get(c)) for c in cols])
+    with atomic_path(path, force=force) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(cols)
+            for rec in history:
+                w.writerow(["" if rec.get(c) is None else (f"{rec[c]:.6g}" if isinstance(rec.get(c), float) else rec.get(c)) for c in cols])
 
 
 @handle_errors("train")
@@ -342,17 +336,13 @@ def train_cli(
     ckpt = make_ckpt(final_state, history)
     last = history[-1] if history else {}
     ckpt["metrics"] = {k: last.get(k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
-    # both outputs are written to temporary files first and renamed back to back at the end
-    # (checkpoint first), so an interrupted run leaves neither a new metrics file nor a checkpoint
-    import contextlib
-
+    # the checkpoint goes to its temporary file first; the metrics CSV is written and renamed, then
+    # the checkpoint is renamed: an interrupted run leaves neither (docs/reliability.md)
     from knntools.io.h5 import atomic_path
 
-    with contextlib.ExitStack() as stack:
-        tmp_metrics = stack.enter_context(atomic_path(mpath, force=force))
-        tmp_ckpt = stack.enter_context(atomic_path(output, force=force))
-        _write_metrics_rows(tmp_metrics, history)
+    with atomic_path(output, force=force) as tmp_ckpt:
         torch.save(ckpt, tmp_ckpt)
+        write_metrics_csv(mpath, history, force=force)
     total_time = float(sum(r.get("time_s", 0.0) for r in history[start_epoch:]))
     train_time = float(sum(r.get("train_time_s", 0.0) for r in history[start_epoch:]))
     out.result({
