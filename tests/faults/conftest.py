@@ -72,7 +72,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     total = {
         "cases": len(rows),
         "by kind": kinds,
-        "clean errors": sum(r.get("clean", False) for r in rows),
+        "clean (every check of the case passed)": sum(r.get("clean", False) for r in rows),
         "wrong exit codes": sum(not r.get("exit_ok", True) for r in rows),
         "tracebacks": sum(r.get("traceback", False) for r in rows),
         "not one error line": sum(not r.get("one_line", True) for r in rows),

@@ -8,7 +8,6 @@ cost ~2 s per process); PROCESS_CASES run again as real processes.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest

@@ -14,7 +14,6 @@ import os
 import random
 import re
 import signal
-import socket
 import time
 import zlib
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 
 from .cases import WRITERS
 from .conftest import record
-from .harness import popen, run_inprocess, sha256
+from .harness import popen, run_inprocess
 
 KILLED = ("train", "embed", "index-query", "dknn", "distill-knet", "seq2knn")
 PARTIAL = re.compile(r"^\..+\.(\d+)@[A-Za-z0-9-]+\.[0-9a-f]{8}\.partial$")
@@ -120,7 +119,7 @@ def test_kill(name: str, inputs, tmp_path: Path) -> None:
         else:
             assert proc.returncode == -signal.SIGKILL
             for s in strays:  # named after the dead writer: the next writer into this folder removes it
-                assert int(PARTIAL.match(s).group(1)) == proc.pid
+                assert int(PARTIAL.match(s).group(1)) == proc.pid and s.count(".partial") == 1, s
         entry["clean"] = True
         record(entry)
     # the next run writing into the folder removes the dead writers' temp files before working
@@ -182,3 +181,18 @@ def test_train_resume_after_kill(tmp_path: Path) -> None:
     hist = done["history"]
     assert hist[-1]["epoch"] == 6 and hist[-1]["step"] > start_step
     record({"kind": "resume", "id": "train/resume", "clean": True, "from_step": start_step, "to_step": hist[-1]["step"]})
+
+
+def test_temp_names_do_not_nest(tmp_path: Path) -> None:
+    """A writer called on the temporary path of an enclosing atomic write (dknn: write_predictions
+    into atomic_path's temp) reuses it: one `.partial` suffix, one rename, nothing left."""
+    from knntools.io.h5 import atomic_path, create
+
+    out = tmp_path / "o.h5"
+    with atomic_path(out) as tmp:
+        assert tmp.name.count(".partial") == 1 and PARTIAL.match(tmp.name)
+        with create(tmp, "labels") as f:
+            assert Path(f.filename) == tmp
+            f["x"] = [1, 2, 3]
+        assert tmp.exists() and sorted(p.name for p in tmp_path.iterdir()) == [tmp.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.h5"]
