@@ -64,7 +64,7 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as exc:
         from knntools.models.checkpoint import load_error_reason
 
-        raise InputError(f"{path}: refused by torch.load(weights_only=True): {load_error_reason(exc)}; expected a .pt written by knntools (train, seq2knn, distill-knet)") from None
+        raise InputError(f"{path}: not a knntools checkpoint ({load_error_reason(exc)}; refused by torch.load(weights_only=True)); expected a .pt written by knntools (train, seq2knn, distill-knet)") from None
     if not isinstance(obj, dict) or not str(obj.get("format", "")).startswith("knntools"):
         raise InputError(f"{path}: not a knntools checkpoint (no 'format' key starting with 'knntools')")
     prov = obj.get("provenance") if isinstance(obj.get("provenance"), dict) else {}

@@ -118,7 +118,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle errors, zip errors, unsafe globals
-        raise SchemaError(f"{p}: refused by torch.load(weights_only=True): {load_error_reason(exc)}; "
+        raise SchemaError(f"{p}: not a knntools checkpoint ({load_error_reason(exc)}; refused by torch.load(weights_only=True)); "
                           "expected a file written by `knntools train`, a TorchScript file, or --arch NAME --weights FILE") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise SchemaError(f"{p}: not a knntools checkpoint (no format='{FORMAT}' header); expected a file written by "
