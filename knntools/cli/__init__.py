@@ -83,12 +83,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         rv: Any = app(args=args, prog_name="knntools", standalone_mode=False)
     except UsageError as exc:
+        # one line (README: errors are one line on stderr), the --help hint at its end
         ctx = exc.ctx
         cmd = ctx.info_name if ctx is not None and ctx.info_name != "knntools" else None
-        where = cmd or "knntools"
-        print(error_line(where, exc.format_message()) if cmd else f"knntools: error: {exc.format_message()}", file=sys.stderr)
         hint = f"knntools {cmd} --help" if cmd else "knntools --help"
-        print(f"Try '{hint}' for help.", file=sys.stderr)
+        message = f"{exc.format_message()} (see '{hint}')"
+        print(error_line(cmd, message) if cmd else f"knntools: error: {' '.join(message.split())}", file=sys.stderr)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         print("knntools: interrupted", file=sys.stderr)

@@ -241,9 +241,6 @@ def _train(input: Path, output: Path, *, layer: str, k_range: str, fixed_k: int 
 
 
 def _load_checkpoint(path: Path) -> tuple[Any, dict]:
-    import pickle
-    import zipfile
-
     import torch
 
     from knntools.errors import InputError
@@ -251,8 +248,10 @@ def _load_checkpoint(path: Path) -> tuple[Any, dict]:
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a loadable kNet checkpoint ({str(exc).splitlines()[0][:120]}); expected a file written by `knntools distill-knet`") from None
+    except Exception as exc:  # unpickling refused, damaged zip, not a torch file at all
+        from knntools.models.checkpoint import load_error_reason
+
+        raise InputError(f"{path}: not a loadable kNet checkpoint: {load_error_reason(exc)}; expected a file written by `knntools distill-knet`") from None
     return kn.from_checkpoint(obj, str(path))
 
 
@@ -333,7 +332,7 @@ def _evaluate(ckpt: Path, eval_file: Path, output: Path | None, *, train: Path |
                 trf.layer_path(lname)
                 if trf.layer_dim(lname) != d:
                     raise InputError(f"{tpath}: layer '{lname}' has {trf.layer_dim(lname)} features; expected {d}")
-                top = max(max(eval_ks), max(curve_ks))
+                top = max(max(eval_ks), max(curve_ks), predict_k)
                 if top > trf.n_samples:
                     raise InputError(f"--k/--curve-k: k={top} exceeds the {trf.n_samples} training samples of {tpath}; expected k <= {trf.n_samples}")
         X = kf.read_layer(lname)  # NaN -> exit 2
@@ -354,7 +353,7 @@ def _evaluate(ckpt: Path, eval_file: Path, output: Path | None, *, train: Path |
             ytr = trf.read_labels("labels")
             t0 = time.perf_counter()
             idx = _search_index(Xtr, trf, lname, backend=backend, metric=metric, index=index, params=params, out=out)
-            _, nb = idx.kneighbors(X, max(max(eval_ks), max(curve_ks)))
+            _, nb = idx.kneighbors(X, max(max(eval_ks), max(curve_ks), predict_k))  # every k voted below
             t_search = time.perf_counter() - t0
             nl_test = kn.neighbor_labels_from_indices(nb, ytr)
             del Xtr

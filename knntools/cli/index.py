@@ -59,7 +59,7 @@ def index_cli(
     check_recall: CheckRecall = None,
     num_threads: NumThreads = 0,
     device: Device = "auto",
-    seed: Seed = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (hnsw level assignment, --check-recall sample). An hnsw index file is byte-identical for the same seed and data with --num-threads 1; with several threads hnswlib's insertion order varies.")] = 0,
     force: Force = False,
     json_: Json = False,
     quiet: Quiet = False,

@@ -62,7 +62,9 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"{path}: not a knntools checkpoint loadable with torch.load(weights_only=True) ({str(exc).splitlines()[0][:120]})") from None
+        from knntools.models.checkpoint import load_error_reason
+
+        raise InputError(f"{path}: not a knntools checkpoint ({load_error_reason(exc)}; refused by torch.load(weights_only=True)); expected a .pt written by knntools (train, seq2knn, distill-knet)") from None
     if not isinstance(obj, dict) or not str(obj.get("format", "")).startswith("knntools"):
         raise InputError(f"{path}: not a knntools checkpoint (no 'format' key starting with 'knntools')")
     prov = obj.get("provenance") if isinstance(obj.get("provenance"), dict) else {}

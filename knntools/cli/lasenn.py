@@ -130,6 +130,10 @@ def lasenn_cli(
         finally:
             if ffl is not None:
                 ffl.close()
+    # labels must index the logits' classes even when a file has no `classes` list to check them against
+    for y, path, field in ((y_tr, train, "labels"), (y_te, test, "labels_clean/labels")):
+        if y is not None and y.size and (y.min() < 0 or y.max() >= c_tr):
+            raise InputError(f"{path}: {field}: labels span [{y.min()}, {y.max()}]; expected integers in [0, {c_tr}) (the logits' classes)")
     if analyze and (y_te is None or y_tr is None):
         raise InputError(f"--analyze needs labels in both files ({train}, {test}); expected datasets 'labels' / 'labels_clean'")
     t_read = time.perf_counter() - t0

@@ -395,8 +395,13 @@ def _train(*, output, dataset, data_dir, download, label_column, workers, image_
     ckpt = make_ckpt(final_state, history)
     last = history[-1] if history else {}
     ckpt["metrics"] = {k: last.get(k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
-    write_metrics_csv(mpath, history, force=force)
-    save_checkpoint(ckpt, output, force=force)
+    # the checkpoint goes to its temporary file first; the metrics CSV is written and renamed, then
+    # the checkpoint is renamed: an interrupted run leaves neither (docs/reliability.md)
+    from knntools.io.h5 import atomic_path
+
+    with atomic_path(output, force=force) as tmp_ckpt:
+        torch.save(ckpt, tmp_ckpt)
+        write_metrics_csv(mpath, history, force=force)
     total_time = float(sum(r.get("time_s", 0.0) for r in history[start_epoch:]))
     train_time = float(sum(r.get("train_time_s", 0.0) for r in history[start_epoch:]))
     out.result({

@@ -17,9 +17,13 @@ the same length (axis 0). Labels are int64 in ``[0, n_classes)`` where ``n_class
 and ``classes`` is a JSON list of class names in the root attributes. Float datasets must be finite.
 Lists and dicts in attributes are stored as JSON strings and decoded on read.
 
-Writing is atomic: :func:`create` writes ``.<name>.<uuid>.partial`` in the destination folder and
-renames it over the destination only when the ``with`` block finishes without an exception
-(including ``KeyboardInterrupt``); an existing destination is refused unless ``force=True``.
+Writing is atomic: :func:`create` writes ``.<name>.<pid>@<host>.<hex>.partial`` in the destination
+folder and renames it over the destination only when the ``with`` block finishes without an
+exception (including ``KeyboardInterrupt``); an existing destination is refused unless
+``force=True``. A temporary file left by a killed run is removed by the next run that writes into
+the same folder (:func:`remove_stale_partials`), and readers refuse ``.partial`` files.
+Chunked datasets carry HDF5's Fletcher-32 checksum filter, so a file damaged in a copy is refused
+when read (exit 2 naming the file) instead of giving wrong numbers.
 The README's "File format" section documents every kind's datasets.
 """
 
@@ -27,8 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
+import re
+import socket
 import sys
 import uuid as _uuid
 from pathlib import Path
@@ -38,7 +45,7 @@ import h5py
 import numpy as np
 
 from knntools import __version__
-from knntools.errors import InputError, SchemaError
+from knntools.errors import InputError, KnnToolsError, SchemaError
 
 FORMAT = "knntools"
 FORMAT_VERSION = 1
@@ -147,21 +154,104 @@ def read_attrs(obj: h5py.HLObject) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+#: Temporary outputs are named ``.<name>.<pid>@<host>.<8 hex>.partial`` (see :func:`atomic_path`).
+_PARTIAL_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[0-9a-f]{8}\.partial$")
+
+#: errno values of a failed write (disk full, quota, file too large, read-only file system, I/O error)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+
+#: Temporary paths yielded by :func:`atomic_path` that are still being written in this process.
+_ACTIVE_TEMPS: set[Path] = set()
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:32] or "host"
+
+
+def partial_name(dest: Path) -> Path:
+    """The temporary path :func:`atomic_path` writes before renaming it to ``dest``."""
+    return dest.with_name(f".{dest.name}.{os.getpid()}@{_host()}.{_uuid.uuid4().hex[:8]}.partial")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary outputs in ``folder`` left by knntools runs that were killed.
+
+    A process killed with SIGKILL (OOM killer, ``kill -9``, a scheduler's time limit) cannot remove
+    its ``.<name>.<pid>@<host>.<hex>.partial`` file. Any later knntools command that writes into
+    the same folder removes such files whose writer ``pid`` no longer runs on this host (files of
+    live processes or of other hosts sharing the folder are kept). No reader takes a ``.partial``
+    file for output: :class:`KFile` refuses them.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    removed: list[Path] = []
+    host = _host()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _PARTIAL_RE.match(entry.name)
+        if m is None or m["host"] != host or _pid_alive(int(m["pid"])) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
 def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
     """Validate an output path before any work is done.
+
+    Also removes stale temporary files of killed runs from the output folder
+    (:func:`remove_stale_partials`) and checks that the folder is writable by creating and deleting
+    a temporary file there (``os.access`` is not enough: root, read-only mounts, immutable folders).
 
     Raises
     ------
     InputError
-        If the file exists and ``force`` is false, if it is a directory, or if its folder does not exist.
+        If the file exists and ``force`` is false, if it is a directory, if its folder does not
+        exist or is not a folder, or if a file cannot be created in the folder.
     """
     p = Path(path)
     if p.is_dir():
         raise InputError(f"{p}: output path is a directory; expected a file path")
     if p.exists() and not force:
         raise InputError(f"{p}: output file exists; use --force to overwrite it")
-    if not p.parent.exists():
-        raise InputError(f"{p}: output folder {p.parent} does not exist")
+    parent = p.parent
+    if not parent.exists():
+        # a regular file somewhere on the way makes exists() false too: name it
+        for q in [parent, *parent.parents]:
+            if q.exists() and not q.is_dir():
+                raise InputError(f"{p}: {q} is a file, not a folder; expected an output path inside an existing folder")
+        raise InputError(f"{p}: output folder {parent} does not exist")
+    if not parent.is_dir():
+        raise InputError(f"{p}: {parent} is a file, not a folder; expected an output path inside an existing folder")
+    if p in _ACTIVE_TEMPS:
+        return p
+    remove_stale_partials(parent)
+    probe = partial_name(p)
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError as exc:
+        raise InputError(f"{p}: cannot write to output folder {parent} ({exc.strerror or type(exc).__name__}); expected a writable folder") from None
+    os.close(fd)
+    os.unlink(probe)
     return p
 
 
@@ -169,8 +259,12 @@ def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
 def atomic_path(path: str | os.PathLike, *, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path in the destination folder; rename it to ``path`` on success.
 
-    On any exception (including ``KeyboardInterrupt``) the temporary file is removed and the
-    destination is left untouched. Used for non-HDF5 outputs (checkpoints, PNG, CSV).
+    The temporary file is ``.<name>.<pid>@<host>.<8 hex>.partial`` beside the destination. On any
+    exception (including ``KeyboardInterrupt``) it is removed and the destination is left
+    untouched; after SIGKILL it stays until the next knntools run writing to that folder removes it
+    (:func:`remove_stale_partials`). Used for non-HDF5 outputs (checkpoints, PNG, CSV) and by
+    :func:`create`. Given a temporary path that an enclosing ``atomic_path`` of this process is
+    writing, it yields that path unchanged (the enclosing block renames it), so temp names never nest.
 
     Raises
     ------
@@ -178,15 +272,26 @@ def atomic_path(path: str | os.PathLike, *, force: bool = False) -> Iterator[Pat
         See :func:`check_output_path`.
     """
     dest = check_output_path(path, force)
-    tmp = dest.with_name(f".{dest.name}.{_uuid.uuid4().hex[:8]}.partial")
+    if dest in _ACTIVE_TEMPS:  # nested inside an enclosing atomic_path: it owns the rename
+        yield dest
+        return
+    tmp = partial_name(dest)
+    _ACTIVE_TEMPS.add(tmp)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:
+            if exc.errno not in _WRITE_ERRNOS:
+                raise
+            kept = "; the existing file is unchanged" if dest.exists() else ""
+            raise KnnToolsError(f"{dest}: writing the output failed ({exc.strerror or exc}); nothing was written{kept}") from None
         if not tmp.exists():
             raise RuntimeError(f"{dest}: nothing was written")
         if dest.exists() and not force:  # appeared meanwhile
             raise InputError(f"{dest}: output file exists; use --force to overwrite it")
         os.replace(tmp, dest)
     finally:
+        _ACTIVE_TEMPS.discard(tmp)
         if tmp.exists():
             tmp.unlink()
 
@@ -267,7 +372,8 @@ def write_array(
     if arr.dtype.kind == "U":
         ds = f.create_dataset(name, data=arr.astype(object), dtype=h5py.string_dtype())
     else:
-        ds = f.create_dataset(name, data=arr, chunks=row_chunks(arr.shape, arr.dtype) if arr.ndim else None)
+        chunks = row_chunks(arr.shape, arr.dtype) if arr.ndim else None
+        ds = f.create_dataset(name, data=arr, chunks=chunks, fletcher32=chunks is not None)
     if per_sample:
         ds.attrs["axis0"] = "samples"
     set_attrs(ds, attrs)
@@ -278,7 +384,8 @@ def create_stream(
     f: h5py.Group, name: str, shape: Sequence[int], dtype: Any, *, attrs: dict[str, Any] | None = None
 ) -> h5py.Dataset:
     """Create an empty row-chunked per-sample dataset to be filled in batches (streaming writes)."""
-    ds = f.create_dataset(name, shape=tuple(shape), dtype=dtype, chunks=row_chunks(shape, dtype))
+    chunks = row_chunks(shape, dtype)
+    ds = f.create_dataset(name, shape=tuple(shape), dtype=dtype, chunks=chunks, fletcher32=chunks is not None)
     ds.attrs["axis0"] = "samples"
     set_attrs(ds, attrs)
     return ds
@@ -336,15 +443,28 @@ class KFile:
             raise InputError(f"{self.path}: no such file")
         if self.path.is_dir():
             raise InputError(f"{self.path}: is a directory; expected a knntools HDF5 file")
+        if self.path.name.endswith(".partial"):
+            raise SchemaError(f"{self.path}: an unfinished temporary output (a run writing it stopped or is still running); expected a finished knntools file")
         try:
             self.f = h5py.File(self.path, "r")
         except OSError as exc:
             raise SchemaError(f"{self.path}: not a readable HDF5 file ({_short(exc)}); expected a knntools HDF5 file") from None
         try:
-            self._validate(kind)
+            with self._guard("file structure"):
+                self._validate(kind)
         except BaseException:
             self.f.close()
             raise
+
+    @contextlib.contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """Turn HDF5 read failures (damaged or truncated file, checksum mismatch) into a
+        :class:`SchemaError` naming the file and ``what`` was being read."""
+        try:
+            yield
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise SchemaError(f"{self.path}: {what}: cannot be read ({_short(exc)}); the file is damaged or truncated; "
+                              "expected a complete knntools file (copy or re-create it)") from None
 
     # -- context manager ------------------------------------------------------------------
     def __enter__(self) -> "KFile":
@@ -441,18 +561,19 @@ class KFile:
         Float data is checked to be finite (``finite=True``); ``dtype`` converts on the way.
         """
         ds = self.dataset(name)
-        if rows is None:
-            arr = ds[()]
-        elif isinstance(rows, slice):
-            arr = ds[rows]
-        else:
-            rows = np.asarray(rows)
-            order = np.argsort(rows, kind="stable")
-            sorted_rows = rows[order]
-            uniq, inverse = np.unique(sorted_rows, return_inverse=True)
-            block = ds[uniq]
-            arr = np.empty((len(rows), *block.shape[1:]), dtype=block.dtype)
-            arr[order] = block[inverse]
+        with self._guard(name):
+            if rows is None:
+                arr = ds[()]
+            elif isinstance(rows, slice):
+                arr = ds[rows]
+            else:
+                rows = np.asarray(rows)
+                order = np.argsort(rows, kind="stable")
+                sorted_rows = rows[order]
+                uniq, inverse = np.unique(sorted_rows, return_inverse=True)
+                block = ds[uniq]
+                arr = np.empty((len(rows), *block.shape[1:]), dtype=block.dtype)
+                arr[order] = block[inverse]
         arr = np.asarray(arr)
         if dtype is not None:
             arr = arr.astype(dtype, copy=False)
@@ -464,7 +585,8 @@ class KFile:
         """Yield ``(start, block)`` row blocks of dataset ``name`` (finite-checked), never the whole array."""
         ds = self.dataset(name)
         for start in range(0, ds.shape[0], chunk_rows):
-            block = np.asarray(ds[start : start + chunk_rows])
+            with self._guard(name):
+                block = np.asarray(ds[start : start + chunk_rows])
             if dtype is not None:
                 block = block.astype(dtype, copy=False)
             check_finite(block, f"{self.path}: {name}")
@@ -485,7 +607,8 @@ class KFile:
         ds = self.dataset(name)
         if ds.dtype.kind not in "iu":
             raise SchemaError(f"{self.path}: {name}: dtype {ds.dtype}; expected integer labels")
-        y = np.asarray(ds[()], dtype=np.int64)
+        with self._guard(name):
+            y = np.asarray(ds[()], dtype=np.int64)
         c = self.n_classes
         if y.size and (y.min() < 0 or (c and y.max() >= c)):
             raise SchemaError(f"{self.path}: {name}: labels span [{y.min()}, {y.max()}]; expected integers in [0, {c})")

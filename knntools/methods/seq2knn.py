@@ -981,7 +981,9 @@ def load_checkpoint(path: Any) -> tuple[Any, dict[str, Any], Standardizer]:
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except Exception as exc:
-        raise InputError(f"{path}: not a loadable checkpoint ({str(exc).splitlines()[0][:120]}); expected a .pt written by `knntools seq2knn`") from None
+        from knntools.models.checkpoint import load_error_reason
+
+        raise InputError(f"{path}: not a loadable checkpoint: {load_error_reason(exc)}; expected a .pt written by `knntools seq2knn`") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not a seq2knn checkpoint (format {ck.get('format') if isinstance(ck, dict) else type(ck).__name__!r}); expected one written by `knntools seq2knn`")
     h = ck["hyper"]

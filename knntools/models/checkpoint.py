@@ -32,6 +32,7 @@ keeps the last complete file.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,30 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike, *, force: boo
     with atomic_path(path, force=force) as tmp:
         torch.save(ckpt, tmp)
     return Path(path)
+
+
+def load_error_reason(exc: BaseException) -> str:
+    """A short, complete phrase saying why ``torch.load(weights_only=True)`` refused a file.
+
+    torch's own messages run over several sentences (advice to load with ``weights_only=False``,
+    which knntools never does); this keeps the part that names the cause, e.g. ``it holds
+    pickled code (GLOBAL posix.system), which is never run`` or ``truncated or damaged zip
+    archive (failed finding central directory)``.
+    """
+    import pickle
+
+    text = " ".join(str(exc).split())
+    m = re.search(r"(?:unsupported|Unsupported global:?) (GLOBAL [\w.]+)", text)
+    if m or (isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in text):
+        what = m.group(1) if m else "objects outside the weights-only allow-list"
+        return f"it holds pickled code ({what}), which knntools never runs"
+    m = re.search(r"failed reading zip archive: ([^.]+)", text)
+    if m:
+        return f"truncated or damaged zip archive ({m.group(1).strip()})"
+    first = re.split(r"(?<=[a-z0-9)])\. ", text)[0].rstrip(".") if text else ""
+    if not first or isinstance(exc, (IndexError, EOFError, KeyError, ValueError, pickle.UnpicklingError)) and len(first) < 60:
+        return f"not a torch checkpoint ({type(exc).__name__}{': ' + first if first else ''})"
+    return f"{type(exc).__name__}: {first[:200]}"
 
 
 def is_torchscript(path: str | os.PathLike) -> bool:
@@ -94,8 +119,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle errors, zip errors, unsafe globals
-        first = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}" if str(exc).strip() else type(exc).__name__
-        raise SchemaError(f"{p}: not a knntools checkpoint loadable with torch.load(weights_only=True) ({first}); "
+        raise SchemaError(f"{p}: not a knntools checkpoint ({load_error_reason(exc)}; refused by torch.load(weights_only=True)); "
                           "expected a file written by `knntools train`, a TorchScript file, or --arch NAME --weights FILE") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise SchemaError(f"{p}: not a knntools checkpoint (no format='{FORMAT}' header); expected a file written by "

@@ -224,7 +224,9 @@ def _load_torchvision(arch: str, weights: str | os.PathLike, input_shape: Sequen
     try:
         sd = torch.load(wp, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise SchemaError(f"--weights {wp}: not loadable with torch.load(weights_only=True) ({str(exc).splitlines()[0][:160]}); expected a state dict") from None
+        from knntools.models.checkpoint import load_error_reason
+
+        raise SchemaError(f"--weights {wp}: refused: {load_error_reason(exc)}; expected a state dict saved with torch.save") from None
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):

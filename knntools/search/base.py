@@ -128,6 +128,14 @@ def source_name(X: Any, default: str) -> str:
     return default
 
 
+def _damaged(name: str, exc: OSError) -> InputError:
+    """The one-line error for an HDF5 dataset that cannot be read (exit 2, names file and dataset)."""
+    from knntools.errors import SchemaError
+
+    first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+    return SchemaError(f"{name}: cannot be read ({first}); the file is damaged or truncated; expected a complete knntools file (copy or re-create it)")
+
+
 def check_finite_rows(block: np.ndarray, start: int, name: str) -> None:
     """Raise :class:`InputError` naming the first row of ``block`` (offset ``start``) with NaN/Inf.
 
@@ -155,7 +163,10 @@ def as_2d_array(X: Any, name: str, *, allow_float16: bool = True) -> np.ndarray:
     InputError
         Fewer than 2 dimensions, or a non-real dtype (complex, object, strings).
     """
-    arr = np.asarray(X[()] if is_h5_dataset(X) else X)
+    try:
+        arr = np.asarray(X[()] if is_h5_dataset(X) else X)
+    except OSError as exc:  # damaged chunk (Fletcher-32 mismatch) or truncated file
+        raise _damaged(source_name(X, name), exc) from None
     if arr.ndim < 2:
         raise InputError(f"{name}: expected a 2-D array (n_samples, n_features); got shape {arr.shape}")
     if arr.ndim > 2:
@@ -221,7 +232,10 @@ class RowSource:
             return dest
         if not self.data.id.valid:
             raise KnnToolsError(f"{self.name}: the HDF5 file was closed; keep it open while an index fitted on it is searched")
-        rows = np.asarray(self.data[start:stop]).reshape(m, self.n_features)
+        try:
+            rows = np.asarray(self.data[start:stop]).reshape(m, self.n_features)
+        except OSError as exc:  # damaged chunk (Fletcher-32 mismatch) or truncated file
+            raise _damaged(self.name, exc) from None
         if out is None:
             return rows.astype(np.float32, copy=False)
         dest = out[:m]
