@@ -37,6 +37,9 @@ WRITERS: dict[str, tuple[tuple[str, ...], str]] = {
     "lasenn": (("lasenn", "@tr.h5", "@te.h5", "-k", "5", "-o", "{o}"), ".h5"),
     "distill-knet": (("distill-knet", "@tr.h5", "--layer", "penultimate", "--k-range", "1:11", "--epochs", "1", "--hidden", "4", "--num-threads", "1", "-o", "{o}"), ".pt"),
     "distill-knet-eval": (("distill-knet", "@knet.pt", "--eval", "@te.h5", "--train", "@tr.h5", "--k", "1,5", "-o", "{o}"), ".h5"),
+    "embed-shard": (("embed", "@m.pt", "--split", "test", "--shard", "1/2", "-o", "{o}"), ".h5"),
+    "merge": (("merge", "@sh0.h5", "@sh1.h5", "-o", "{o}"), ".h5"),
+    "merge-virtual": (("merge", "--virtual", "@sh1.h5", "@sh0.h5", "-o", "{o}"), ".h5"),
     "probe": (("probe", "@tr.h5", "--test", "@te.h5", "--classifiers", "knn", "--layers", "penultimate", "-o", "{o}"), ".h5"),
 }
 
@@ -194,6 +197,22 @@ def _input_cases() -> list[Case]:
     add("probe/trained-rows-wrong-checkpoint", p + ("--trained-rows", "@knet.pt"))
     add("probe/train-corrupt", _replace(p, "@tr.h5", "@corrupt.h5"))
     add("probe/test-labels-out-of-range", _replace(p, "@te.h5", "@badlab.h5"))
+    # ---- embed --shard, merge, sets ------------------------------------------------------------
+    for spec in ("2/2", "0/0", "-1/2", "abc", "1/2/3"):
+        add(f"embed-shard/shard={spec}", _replace(_w("embed-shard"), "1/2", spec))
+    m, mv = _w("merge"), _w("merge-virtual")
+    for base, tag in ((m, "merge"), (mv, "merge-virtual")):
+        add(f"{tag}/missing-shard", tuple(a for a in base if a != "@sh1.h5"))
+        add(f"{tag}/uuid-mismatch", _replace(base, "@sh1.h5", "@sh1_other.h5"))
+        add(f"{tag}/overlap", _replace(base, "@sh1.h5", "@sh1of3.h5"))
+        add(f"{tag}/duplicate", _replace(base, "@sh1.h5", "@sh0.h5"))
+        add(f"{tag}/not-a-shard", _replace(base, "@sh1.h5", "@te.h5"))
+        add(f"{tag}/truncated-part", _replace(base, "@sh1.h5", "@trunc.h5"))
+        add(f"{tag}/missing-file", _replace(base, "@sh1.h5", "@missing.h5"))
+        add(f"{tag}/wrong-kind", _replace(base, "@sh1.h5", "@lab.h5"))
+    add("dknn/set-missing-part", _replace(_w("dknn"), "@te.h5", "@set_missing_part.h5"))
+    add("lasenn/set-missing-part", _replace(_w("lasenn"), "@tr.h5", "@set_missing_part.h5"))
+    add("info/set-missing-part", ("info", "@set_missing_part.h5"))
     return c
 
 

@@ -243,4 +243,18 @@ def build_inputs(g: Path) -> dict[str, Path]:
     p["marker"] = g / "PWNED"
     (g / "trunc.pt").write_bytes(p["m.pt"].read_bytes()[:1000])
     p["trunc.pt"] = g / "trunc.pt"
+    # shards of the test split (merge, sets): good halves, a third overlapping them, another model's half
+    ok("embed", "m.pt", "--split", "test", "--shard", "0/2", "-o", "sh0.h5", "-q", "--num-threads", "1")
+    ok("embed", "m.pt", "--split", "test", "--shard", "1/2", "-o", "sh1.h5", "-q", "--num-threads", "1")
+    ok("embed", "m.pt", "--split", "test", "--shard", "1/3", "-o", "sh1of3.h5", "-q", "--num-threads", "1")
+    for name in ("sh0.h5", "sh1.h5", "sh1of3.h5"):
+        p[name] = g / name
+    p["sh1_other.h5"] = copy_with(p["sh1.h5"], g / "sh1_other.h5", lambda f: f.attrs.__setitem__("model_uuid", "another-model"))
+    # a virtual set whose second part has gone missing
+    (g / "broken_set").mkdir()
+    shutil.copyfile(p["sh0.h5"], g / "broken_set" / "a.h5")
+    shutil.copyfile(p["sh1.h5"], g / "broken_set" / "b.h5")
+    ok("merge", "--virtual", "broken_set/a.h5", "broken_set/b.h5", "-o", "broken_set/set.h5", "-q")
+    (g / "broken_set" / "b.h5").unlink()
+    p["set_missing_part.h5"] = g / "broken_set" / "set.h5"
     return p
