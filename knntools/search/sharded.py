@@ -92,8 +92,8 @@ class ShardPart:
         return self.row_start + self.n_rows
 
 
-def check_contiguous(ranges: Sequence[tuple[int, int]], names: Sequence[str], total_rows: int | None = None) -> None:
-    """Check that row ranges, in order, tile ``[0, total_rows)`` without gap or overlap.
+def check_contiguous(ranges: Sequence[tuple[int, int]], names: Sequence[str], total_rows: int | None = None, *, start: int = 0) -> None:
+    """Check that row ranges, in order, tile ``[start, total_rows)`` without gap or overlap.
 
     Parameters
     ----------
@@ -103,6 +103,8 @@ def check_contiguous(ranges: Sequence[tuple[int, int]], names: Sequence[str], to
         One per range, named in messages.
     total_rows : int, optional
         Rows of the full split (default: the last ``row_stop``).
+    start : int, default 0
+        First row expected (a subset of a split's shards may start later).
 
     Raises
     ------
@@ -110,13 +112,13 @@ def check_contiguous(ranges: Sequence[tuple[int, int]], names: Sequence[str], to
         A gap (rows no part holds: a missing shard), an overlap, or ranges that stop short of or
         beyond ``total_rows``.
     """
-    expected = 0
-    for (start, stop), name in zip(ranges, names):
-        if start > expected:
-            raise InputError(f"rows [{expected}, {start}) missing before {name}: expected a shard holding them (a shard is missing)")
-        if start < expected:
-            raise InputError(f"{name}: rows [{start}, {stop}) overlap rows already held by an earlier shard (up to {expected}); expected non-overlapping shards")
-        expected = stop
+    expected = start
+    for (lo, hi), name in zip(ranges, names):
+        if lo > expected:
+            raise InputError(f"rows [{expected}, {lo}) missing before {name}: expected a shard holding them (a shard is missing)")
+        if lo < expected:
+            raise InputError(f"{name}: rows [{lo}, {hi}) overlap rows already held by an earlier shard (up to {expected}); expected non-overlapping shards")
+        expected = hi
     if total_rows is not None and expected != total_rows:
         if expected < total_rows:
             raise InputError(f"rows [{expected}, {total_rows}) of {total_rows} missing after {names[-1] if names else 'the shards'}: expected a shard holding them (a shard is missing)")
@@ -152,7 +154,7 @@ def parts_of(X: Any) -> list[ShardPart] | None:
             start = part.row_stop
         if not parts:
             raise InputError("no shard parts given; expected at least one")
-        check_contiguous([(p.row_start, p.row_stop) for p in parts], [p.name or f"part {i}" for i, p in enumerate(parts)])
+        check_contiguous([(p.row_start, p.row_stop) for p in parts], [p.name or f"part {i}" for i, p in enumerate(parts)], start=parts[0].row_start)
         widths = {int(np.prod(p.data.shape[1:], dtype=np.int64)) for p in parts}
         if len(widths) > 1:
             raise InputError(f"shard parts have different widths {sorted(widths)}; expected one width")
@@ -473,7 +475,7 @@ class ShardedIndex:
                 row_starts.append(start)
                 start += int(h["n_samples"])
         ranges = [(int(s), int(s) + int(h["n_samples"])) for s, h in zip(row_starts, heads)]
-        check_contiguous(ranges, [str(p) for p in paths], (first.get("metadata") or {}).get("total_rows"))
+        check_contiguous(ranges, [str(p) for p in paths], start=ranges[0][0])
         params = dict(first.get("params") or {})
         self = cls(first["backend"], metric=first["metric"], query_chunk=query_chunk, **params)
         self.n_features_ = int(first["n_features"])
@@ -481,11 +483,38 @@ class ShardedIndex:
                           for i, (p, s, h) in enumerate(zip(paths, row_starts, heads))])
         return self
 
+    @classmethod
+    def from_indexes(cls, indexes: Sequence[Any], row_starts: Sequence[int], *, query_chunk: int | None = None) -> "ShardedIndex":
+        """Search fitted indexes (one per shard, kept in memory) as one, with global rows.
+
+        Parameters
+        ----------
+        indexes : sequence of NeighborIndex
+            Fitted, same backend, metric and width.
+        row_starts : sequence of int
+            Global first row of each.
+
+        Raises
+        ------
+        InputError
+            Different backends/metrics/widths, gaps or overlaps.
+        """
+        if not indexes or len(indexes) != len(row_starts):
+            raise InputError(f"{len(indexes)} indexes for {len(row_starts)} row starts; expected one row start per index, at least one")
+        first = indexes[0]
+        for idx in indexes[1:]:
+            if (idx.backend, idx.metric, idx.n_features_) != (first.backend, first.metric, first.n_features_):
+                raise InputError(f"shard indexes differ ({idx.backend}/{idx.metric}/{idx.n_features_}-d vs {first.backend}/{first.metric}/{first.n_features_}-d); expected shards indexed alike")
+        self = cls(first.backend, metric=first.metric, query_chunk=query_chunk, **first.get_params())
+        self.n_features_ = int(first.n_features_)
+        self._set_shards([_Shard(int(s), int(idx.n_samples_), f"shard {j}", index=idx) for j, (idx, s) in enumerate(zip(indexes, row_starts))])
+        return self
+
     def _set_shards(self, shards: list[_Shard]) -> None:
         self._shards = shards
         self.shard_ranges_ = [(s.row_start, s.row_start + s.n_rows) for s in shards]
         self.n_samples_ = sum(s.n_rows for s in shards)
-        check_contiguous(self.shard_ranges_, [s.name for s in shards])
+        check_contiguous(self.shard_ranges_, [s.name for s in shards], start=self.shard_ranges_[0][0])
 
     def close(self) -> None:
         """Remove the temporary folder of spilled shard indexes (also done when garbage-collected)."""
