@@ -50,7 +50,7 @@ KINDS = ("activations", "features")
 @handle_errors("index")
 def index_cli(
     ctx: typer.Context,
-    data: Annotated[list[Path], typer.Argument(help="Activations or features file; or several shards of one split (or a sharded set).", dir_okay=False)],
+    data: Annotated[list[Path], typer.Argument(help="Activations or features file; or several shards of one split (or a sharded set).", metavar="DATA", dir_okay=False)],
     layer: Annotated[str, typer.Option("--layer", help="all | hidden | penultimate | logits | NAME[,NAME...] (features files: features).")] = "all",
     query: Annotated[Optional[Path], typer.Option("--query", help="Search the index with the rows of this activations/features file (same model, same layers).", dir_okay=False)] = None,
     k: K = 10,
