@@ -278,9 +278,14 @@ def test_cli_shard_searched_with_its_set_excludes_own_rows(tmp_path):
         index_cli(p, "--layer", "layer2", "--backend", "exact", "--query", vset, "-k", "5", "-o", outs[-1])
     merged = tmp_path / "merged.h5"
     merge_neighbor_files(outs, merged)
-    with KFile(ref) as a, KFile(merged) as m:
+    # the set itself as DATA and as --query: one process, shard by shard, leave-one-out
+    across = tmp_path / "across.h5"
+    index_cli(vset, "--layer", "layer2", "--backend", "exact", "--query", vset, "-k", "5", "-o", across)
+    with KFile(ref) as a, KFile(merged) as m, KFile(across) as c:
         np.testing.assert_array_equal(read_neighbors(m, "layer2")["indices"], read_neighbors(a, "layer2")["indices"])
-        assert m.attrs["exclude_self"] and a.attrs["exclude_self"]
+        np.testing.assert_array_equal(read_neighbors(c, "layer2")["indices"], read_neighbors(a, "layer2")["indices"])
+        assert m.attrs["exclude_self"] and a.attrs["exclude_self"] and c.attrs["exclude_self"]
+        assert c.attrs["base_uuid"] == "set-uuid"
 
 
 def test_cli_builds_one_index_per_shard(tmp_path):
