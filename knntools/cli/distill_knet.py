@@ -150,13 +150,13 @@ def distill_knet_cli(
 
 def _search_index(X: Any, kf: Any, layer: str, *, backend: str, metric: str, index: Path | None, params: dict, out: Output) -> Any:
     """A fitted index over ``X`` (the rows of ``kf``'s ``layer``): loaded from ``--index`` (checked) or built."""
-    from knntools.search import load_index, make_index
+    from knntools.search import fit_index, load_index
 
     if index is not None:
         idx = load_index(index, expected={"source_uuid": kf.uuid, "layer": layer, "metric": metric, "n_samples": int(len(X))})
         out.detail(f"reusing index {index} ({idx.backend})")
         return idx
-    return make_index(backend, metric=metric, **params).fit(X)
+    return fit_index(backend, X, metric=metric, **params)
 
 
 def _train(input: Path, output: Path, *, layer: str, k_range: str, fixed_k: int | None, hidden: int | None, epochs: int,

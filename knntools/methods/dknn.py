@@ -504,13 +504,13 @@ class DkNN:
         return self
 
     def _build(self, name: str) -> Any:
-        from knntools.search import make_index
+        from knntools.search import fit_index
 
         if name not in self.indexes_:
             X = self._train_layers[name]
             plan = self.plans_[name]
             base = self._materialize(name, X) if plan.materialize else X
-            self.indexes_[name] = make_index(self.backend, metric=plan.metric, **self.search_params).fit(base)
+            self.indexes_[name] = fit_index(self.backend, base, metric=plan.metric, **self.search_params)  # one index per shard for a sharded set
         return self.indexes_[name]
 
     def release(self, name: str) -> None:

@@ -356,7 +356,7 @@ class LaSeNN:
         InputError
             Row counts differ, or ``k >= n_train``.
         """
-        from knntools.search import make_index
+        from knntools.search import fit_index
 
         n = X_train.shape[0]
         if len(train_logits) != n:
@@ -364,7 +364,7 @@ class LaSeNN:
         if self.k >= n:
             raise InputError(f"k={self.k} must be smaller than the training size {n}")
         self.train_outputs_ = network_outputs(train_logits, self.output)
-        self.index_ = make_index(self.backend, metric=self.metric, **self.search_params).fit(X_train)
+        self.index_ = fit_index(self.backend, X_train, metric=self.metric, **self.search_params)  # sharded input: one index per shard
         self.n_train_ = int(n)
         return self
 

@@ -200,9 +200,9 @@ class LayerProbe:
         if "knn" in self.classifiers:
             if cfg.k >= n:
                 raise InputError(f"-k {cfg.k}: must be smaller than the training size ({n} samples)")
-            from knntools.search import make_index
+            from knntools.search import fit_index
 
-            self.index_ = make_index(cfg.backend, metric=cfg.metric, **cfg.search_params).fit(X)
+            self.index_ = fit_index(cfg.backend, X, metric=cfg.metric, **cfg.search_params)  # sharded input: one index per shard
         lin = [c for c in self.classifiers if c in ("svm", "lr")]
         self.pca_ = False
         if lin:

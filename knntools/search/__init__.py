@@ -12,6 +12,8 @@
 
     distances, indices = knn_search(X, Q, 10)          # exact search in one call
 
+    index = fit_index("hnsw", [X0, X1, X2])            # one index per shard; global row indices
+
 Conventions (every backend): distances are float32, sorted ascending, in the metric's own units
 (``l2``: Euclidean, not squared; ``cosine``: ``1 - cosine similarity``; ``ip``: the *negative*
 inner product, so ascending still means most similar first); indices are int64 rows of the fitted
@@ -29,6 +31,7 @@ from knntools.search.names import BACKEND_NAMES, DEFAULT_BACKEND, DISTANCE_UNITS
 
 _LAZY = {
     "make_index": "registry",
+    "fit_index": "registry",
     "knn_search": "registry",
     "load_index": "registry",
     "read_index_header": "registry",
@@ -38,6 +41,8 @@ _LAZY = {
     "recall_at_k": "base",
     "ExactIndex": "exact",
     "HnswIndex": "hnsw",
+    "ShardedIndex": "sharded",
+    "merge_neighbor_files": "sharded",
 }
 
 __all__ = ["BACKEND_NAMES", "DEFAULT_BACKEND", "DISTANCE_UNITS", "METRICS", *_LAZY]

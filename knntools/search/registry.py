@@ -19,7 +19,7 @@ from knntools.search.names import BACKEND_NAMES, METRICS
 BACKENDS: dict[str, type[NeighborIndex]] = {"exact": ExactIndex, "hnsw": HnswIndex}
 assert tuple(BACKENDS) == BACKEND_NAMES
 
-__all__ = ["BACKENDS", "METRICS", "default_index_path", "knn_search", "load_index", "make_index", "read_index_header"]
+__all__ = ["BACKENDS", "METRICS", "default_index_path", "fit_index", "knn_search", "load_index", "make_index", "read_index_header"]
 
 
 def backend_params(backend: str) -> dict[str, Any]:
@@ -65,6 +65,44 @@ def make_index(backend: str = "exact", *, metric: str = "l2", **params: Any) -> 
     if unknown:
         raise InputError(f"unknown parameter(s) {', '.join(unknown)} for backend {backend!r}; accepted: {', '.join(accepted)}")
     return cls(metric=metric, **params)
+
+
+def fit_index(backend: str, X: Any, *, metric: str = "l2", **params: Any) -> Any:
+    """Fit an index on ``X``: one index per shard when ``X`` is sharded, else one index.
+
+    The entry point of every method that builds an index on training rows (``dknn``, ``lasenn``,
+    ``distill-knet``, ``probe``, ``seq2knn``): handed the shards of a split it searches them with
+    :class:`knntools.search.sharded.ShardedIndex` (results in global rows, identical to the whole
+    split with ``backend="exact"``), so that no process holds more than one shard's index.
+
+    Parameters
+    ----------
+    backend : {"exact", "hnsw"}
+    X : ndarray, h5py.Dataset, h5py virtual dataset over part files, or sequence of parts
+        A sequence of arrays / h5py datasets / :class:`~knntools.search.sharded.ShardPart` is
+        taken as consecutive shards; a virtual dataset whose row blocks are whole datasets of
+        other files (a sharded activation set) is expanded into them (see
+        :func:`knntools.search.sharded.parts_of`).
+    metric : {"l2", "cosine", "ip"}, default "l2"
+    **params
+        Backend parameters (see :func:`make_index`).
+
+    Returns
+    -------
+    NeighborIndex or ShardedIndex
+        Fitted; both answer ``kneighbors(Q, k)`` and ``kneighbors(None, k)`` under the same contract.
+
+    Raises
+    ------
+    InputError
+        As :func:`make_index` and ``fit``; parts with gaps, overlaps or different widths.
+    """
+    from knntools.search.sharded import ShardedIndex, parts_of
+
+    parts = parts_of(X)
+    if parts is None:
+        return make_index(backend, metric=metric, **params).fit(X)
+    return ShardedIndex(backend, metric=metric, **params).fit(parts)
 
 
 def read_index_header(path: str | os.PathLike) -> dict[str, Any]:
@@ -138,8 +176,9 @@ def knn_search(
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features) or h5py.Dataset
-        Base rows (float32/float16, finite).
+    X : ndarray of shape (n_samples, n_features), h5py.Dataset, or shards
+        Base rows (float32/float16, finite); shards as for :func:`fit_index` (then ``indices``
+        are global rows).
     Q : ndarray of shape (n_queries, n_features) or None
         Queries; ``None`` (or ``X`` itself) with ``exclude_self=True`` queries the base against
         itself without each row's own row.
@@ -167,5 +206,5 @@ def knn_search(
         raise InputError("Q is None: pass the queries, or exclude_self=True to query X against itself")
     if exclude_self and Q is not None and Q is not X:
         raise InputError("exclude_self=True queries X against itself; pass Q=None (or Q=X)")
-    index = make_index(backend, metric=metric, **params).fit(X)
+    index = fit_index(backend, X, metric=metric, **params)
     return index.kneighbors(None if exclude_self else Q, k)
