@@ -171,32 +171,11 @@ def write_shards(folder: Path, n: int, n_shards: int, seed: int = 0) -> tuple[Pa
 
 
 def write_virtual_set(parts: list[Path], path: Path) -> None:
-    """A sharded set as HDF5 virtual datasets over the parts (what `knntools merge --virtual` makes)."""
-    with h5py.File(parts[0], "r") as f0:
-        names = list(f0["layers"])
-        root = dict(f0.attrs)
-        dsets = [f"layers/{n}" for n in names] + ["logits", "labels", "ids"]
-        shapes = {d: (f0[d].shape[1:], f0[d].dtype) for d in dsets}
-        attrs = {d: dict(f0[d].attrs) for d in dsets}
-    rows = []
-    for p in parts:
-        with h5py.File(p, "r") as f:
-            rows.append(f["ids"].shape[0])
-    total = sum(rows)
-    with h5py.File(path, "w") as f:
-        for key in ("format", "format_version", "kind", "classes", "layer_order", "penultimate", "model_uuid"):
-            f.attrs[key] = root[key]
-        f.attrs["uuid"] = "set-uuid"
-        for d in dsets:
-            tail, dtype = shapes[d]
-            layout = h5py.VirtualLayout(shape=(total, *tail), dtype=dtype)
-            start = 0
-            for p, n in zip(parts, rows):
-                layout[start : start + n] = h5py.VirtualSource(p.name, d, shape=(n, *tail))
-                start += n
-            ds = f.create_virtual_dataset(d, layout)
-            for k, v in attrs[d].items():
-                ds.attrs[k] = v
+    """A sharded set over the parts, written by the same code as `knntools merge --virtual`."""
+    from knntools.io.shards import check_parts
+    from knntools.io.shards import write_virtual_set as write_set
+
+    write_set(path, check_parts(parts))
 
 
 def test_virtual_set_is_expanded_into_its_parts(tmp_path):
@@ -256,6 +235,14 @@ def test_cli_several_shards_and_per_shard_files_merge_to_whole(tmp_path, activat
         assert read_neighbors(kf, "layer1")["indices"].min() >= 53
     merged = tmp_path / "merged.h5"
     merge_neighbor_files(per_shard[::-1], merged, chunk_rows=7)
+    merged_cli = tmp_path / "merged_cli.h5"  # the same through `knntools merge`
+    r = run_cli("merge", *per_shard, "-o", merged_cli)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("merge", "--virtual", *per_shard, "-o", tmp_path / "v.h5")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "v.h5").exists()
+    with KFile(merged) as a, KFile(merged_cli) as b:
+        for layer in ("layer1", "layer2", "logits"):
+            assert_same_neighbors(read_neighbors(b, layer), read_neighbors(a, layer))
     ref50 = tmp_path / "whole50.h5"
     index_cli(whole, "--layer", "all", "--backend", "exact", "--query", test, "-k", "50", "-o", ref50)
     with KFile(ref) as a, KFile(across) as b, KFile(ref50) as c, KFile(merged) as m:
@@ -285,7 +272,8 @@ def test_cli_shard_searched_with_its_set_excludes_own_rows(tmp_path):
         np.testing.assert_array_equal(read_neighbors(m, "layer2")["indices"], read_neighbors(a, "layer2")["indices"])
         np.testing.assert_array_equal(read_neighbors(c, "layer2")["indices"], read_neighbors(a, "layer2")["indices"])
         assert m.attrs["exclude_self"] and a.attrs["exclude_self"] and c.attrs["exclude_self"]
-        assert c.attrs["base_uuid"] == "set-uuid"
+        with KFile(vset) as sf:
+            assert c.attrs["base_uuid"] == sf.uuid
 
 
 def test_cli_builds_one_index_per_shard(tmp_path):

@@ -226,7 +226,7 @@ def test_bad_shard_spec(capsys, embedded, tmp_path, spec):
     assert list(tmp_path.iterdir()) == []
 
 
-VOLATILE = re.compile(r"time|seconds|_s$|per_s|uuid|output|path|file|bytes|rss|^train$|^test$|^eval$|^input$|^data$|^query$|checkpoint|calibration_source|index$")
+VOLATILE = re.compile(r"time|seconds|_s$|per_s|uuid|output|path|file|bytes|rss|^train$|^test$|^eval$|^input$|^data$|^query$|checkpoint|calibration_source|index$|^shards?$")
 
 
 def stable(obj):
@@ -263,7 +263,18 @@ def test_commands_give_the_same_numbers_on_a_set_and_on_the_merged_file(capsys, 
             with h5py.File(outs[0][1]) as a, h5py.File(outs[1][1]) as b:
                 names = []
                 a.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-                assert names and all(np.array_equal(a[n][()], b[n][()]) for n in names), name
+                assert names
+                for n in names:
+                    x, y = a[n][()], b[n][()]
+                    if name == "dknn" and n.endswith("distances"):
+                        # dknn searches a set shard by shard (one index per part): the same neighbours,
+                        # distances equal up to float32 rounding (GEMMs of other shapes)
+                        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5, err_msg=f"{name}: {n}")
+                    elif name == "dknn" and n.startswith("neighbors/") and n.endswith("/ids"):
+                        # the same neighbour sets; exact distance ties may be listed in another order
+                        assert np.array_equal(np.sort(x, axis=1), np.sort(y, axis=1)), f"{name}: {n}"
+                    else:
+                        assert np.array_equal(x, y), f"{name}: {n}"
     # kNet evaluation on the test set against its training set (the checkpoint records the set)
     evals = [stable(ok_json(capsys, "distill-knet", tmp_path / f"knet_{tag}.pt", "--eval", te, "--k", "1,5,11", "-o", tmp_path / f"ke_{tag}.h5"))
              for tag, te in (("plain", plain[1]), ("set", sharded[1]))]

@@ -22,7 +22,12 @@ the parts (relative paths: keep the set beside its parts, or move the folder as 
 command opens it like one file. Either way the output has a new uuid and its parents are the
 parts' uuids. On any error nothing is written.
 
-Reads: PART files of kind activations or features that carry shard attributes.
+Neighbour files written per shard of one base (`knntools index PART --query Q -k K -o nbrs_I.h5`,
+one job per shard) are merged into the global top-k: the same neighbours as searching the whole
+base with the exact backend, without any machine holding every shard.
+
+Reads: PART files of kind activations or features that carry shard attributes, or per-shard
+neighbors files.
 Writes: one file of the parts' kind (docs/format.md, "Shards and sets").
 """
 
@@ -31,6 +36,8 @@ EPILOG = """Examples:
   knntools merge part0.h5 part1.h5 -o train.h5
 
   knntools merge --virtual train-0000*-of-00004.h5 -o train_set.h5
+
+  knntools merge nbrs_0.h5 nbrs_1.h5 nbrs_2.h5 -o nbrs.h5
 """
 
 
@@ -45,10 +52,25 @@ def _merge_activations(paths: list[Path], output: Path, *, virtual: bool, force:
                        "row_start": p.info.row_start, "row_stop": p.info.row_stop} for p in parts]}
 
 
+def _merge_neighbors(paths: list[Path], output: Path, *, virtual: bool, force: bool) -> dict:
+    """Merge per-shard ``neighbors`` files (``index PART --query Q``) into the global top-k."""
+    from knntools.errors import InputError
+    from knntools.io.h5 import KFile
+    from knntools.search.sharded import merge_neighbor_files
+
+    if virtual:
+        raise InputError(f"{paths[0]}: --virtual applies to activations/features parts; neighbors parts are merged into one file (drop --virtual)")
+    uuid = merge_neighbor_files(paths, output, force=force)
+    with KFile(output, kind="neighbors") as kf:
+        n = int(kf.dataset("ids").shape[0])
+    return {"uuid": uuid, "kind": "neighbors", "n_samples": n, "parts": [str(p) for p in paths]}
+
+
 #: kind of the parts -> merge function (a new kind is one line here).
 MERGERS: dict[str, Callable[..., dict]] = {
     "activations": _merge_activations,
     "features": _merge_activations,
+    "neighbors": _merge_neighbors,
 }
 
 

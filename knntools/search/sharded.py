@@ -209,43 +209,20 @@ def set_part_infos(path: str | os.PathLike) -> list[Any] | None:
 
     The one place where a data path is expanded into its parts: a shard file (root attributes
     ``shard_index`` ...) is its own single part; a sharded activation set (an ``activations`` file
-    whose layers are HDF5 virtual datasets over part files) lists the part files its first layer
-    maps, each read with :func:`knntools.io.shards.read_shard_info`.
+    whose layers are HDF5 virtual datasets over part files) lists the part files recorded in its
+    ``parts`` attribute (:func:`knntools.io.shards.set_parts`).
 
     Raises
     ------
     InputError
         Unreadable file or part, inconsistent shard attributes.
     """
-    import h5py
-
-    from knntools.io.shards import ShardInfo, read_shard_info
+    from knntools.io.shards import read_shard_info, set_parts
 
     info = read_shard_info(path)
     if info is not None:
         return [info]
-    p = Path(path)
-    with h5py.File(p, "r") as f:
-        found: list[tuple[int, int, str]] = []
-        for group in ("layers", "features", "logits"):
-            obj = f.get(group)
-            ds = next((obj[n] for n in obj), None) if isinstance(obj, h5py.Group) else obj
-            if ds is not None and getattr(ds, "is_virtual", False):
-                parts = _virtual_parts(ds)
-                if parts:
-                    found = [(q.row_start, q.row_stop, q.data.file.filename) for q in parts]
-                    for q in parts:
-                        if q.data.file.id != f.id:
-                            q.data.file.close()
-                break
-    if not found:
-        return None
-    total = found[-1][1]
-    infos = []
-    for i, (start, stop, fname) in enumerate(found):
-        part_info = read_shard_info(fname)
-        infos.append(part_info if part_info is not None else ShardInfo(Path(fname), i, len(found), start, stop, total))
-    return infos
+    return set_parts(path) or None
 
 
 # --------------------------------------------------------------------------------------------
