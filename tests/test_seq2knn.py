@@ -86,7 +86,8 @@ def test_out_of_core_equals_exact_knn_on_sampled_union(metric):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 6)).astype(np.float32)
     K, B = 4, 16
-    d, idx, samples = s2k.out_of_core_neighbors(X, K, batches=5, batch_size=B, metric=metric, query_block=B, random_state=1, return_samples=True)
+    d, idx, samples = s2k.out_of_core_neighbors(X, K, batches=5, batch_size=B, metric=metric, query_block=B, random_state=1, return_samples=True,
+                                                include_query=False)
     assert d.shape == (200, K) and idx.shape == (200, K) and idx.dtype == np.int64
     for qb, union in enumerate(samples):
         for r in range(qb * B, min(200, (qb + 1) * B)):
@@ -115,9 +116,22 @@ def test_out_of_core_reads_h5_rows(tmp_path):
 def test_out_of_core_with_all_batches_is_exact():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 3)).astype(np.float32)
-    _, idx = s2k.out_of_core_neighbors(X, 3, batches=1, batch_size=40, random_state=0)
+    _, idx = s2k.out_of_core_neighbors(X, 3, batches=1, batch_size=40, random_state=0, include_query=False)
     _, ref = s2k.full_neighbors(X, 3)
     assert np.array_equal(np.sort(idx, 1), np.sort(ref, 1))
+
+
+def test_out_of_core_includes_the_query_by_default():
+    """Paper §3 Out-of-Core: S is sampled "from the training set (including x)": x is its own first target."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4)).astype(np.float32)
+    d, idx, samples = s2k.out_of_core_neighbors(X, 3, batches=3, batch_size=8, query_block=8, random_state=2, return_samples=True)
+    assert np.array_equal(idx[:, 0], np.arange(60)) and np.allclose(d[:, 0], 0.0)
+    for qb, union in enumerate(samples):  # the other targets: exact 2-NN of the sampled union minus x
+        for r in range(qb * 8, min(60, (qb + 1) * 8)):
+            cand = union[union != r]
+            expect = cand[np.argsort(np.linalg.norm(X[cand] - X[r], axis=1), kind="stable")[:2]]
+            assert set(idx[r, 1:]) == set(expect)
 
 
 def test_neighbor_bad_input():
@@ -180,6 +194,42 @@ def test_train_and_predict_every_model(name):
         assert p["step_vectors"].shape == (60, 3, 6)
     with pytest.raises(InputError, match="neighbors"):
         s2k.train_model(name, X, y, 3, neighbors=nb[:, :2], K=3, epochs=1)
+
+
+def test_v2vs_labels_equal_brute_force_1nn_on_full_training_set():
+    """Paper §3 V2VS: each predicted vector takes the label of its nearest training sample (all of
+    them by default, not a random bank); streamed and indexed reference searches agree."""
+    X, y = _blobs(300, seed=3)
+    Xt, _ = _blobs(40, seed=4)
+    _, nb = s2k.full_neighbors(X, 3)
+    res = s2k.train_model("v2vs", X, y, 3, neighbors=nb, K=3, hidden=8, epochs=1, random_state=0)
+    assert len(res.reference) == 300 and len(res.bank[1]) == 300
+    p = s2k.predict(res.model, Xt, name="v2vs", reference=res.reference)
+    V = p["step_vectors"].reshape(-1, 6).astype(np.float64)
+    d2 = ((V[:, None, :] - X[None, :, :].astype(np.float64)) ** 2).sum(-1)
+    brute = y[d2.argmin(1)].reshape(40, 3)
+    assert np.array_equal(p["step_labels"], brute)
+    votes = np.stack([(brute == c).sum(1) for c in range(3)], 1)
+    assert np.array_equal(p["predictions"], votes.argmax(1))
+    # streamed over a row view in blocks (out-of-core) gives the same labels
+    streamed = s2k.ReferenceLabeler(s2k.RowView(X), y, block_rows=64)
+    assert streamed.index is None and np.array_equal(streamed.labels(V.astype(np.float32)), brute.reshape(-1))
+    # --label-bank N: N random training rows (the former behaviour)
+    small = s2k.train_model("v2vs", X, y, 3, neighbors=nb, K=3, hidden=8, epochs=1, random_state=0, label_bank=50)
+    assert len(small.reference) == 50
+
+
+def test_mnknn_paper_memory_by_default():
+    """Paper §2.2/§3: c_i = C x_i (no label embedding), p = softmax(uᵀm) (no scaling); the options add them."""
+    m = s2k.build_model("mnknn", 6, 3, K=2, hidden=8)
+    assert not m.memory_labels and not m.attention_scale and not hasattr(m, "E")
+    m.eval()
+    x, mx = torch.randn(4, 6), torch.randn(5, 6)
+    a = m(x, mx, torch.zeros(5, dtype=torch.long))["probs"]
+    b = m(x, mx, torch.full((5,), 2, dtype=torch.long))["probs"]
+    assert torch.allclose(a, b)  # memory labels are not read
+    dev = s2k.build_model("mnknn", 6, 3, K=2, hidden=8, memory_labels=True, attention_scale=True)
+    assert dev.memory_labels and dev.attention_scale and hasattr(dev, "E")
 
 
 def test_knn_vote_ties_go_to_nearer():
