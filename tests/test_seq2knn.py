@@ -282,6 +282,25 @@ def test_cli_out_of_core_mnknn_vec(feature_pair, tmp_path, capsys):
     assert (tmp_path / "mn.pt").exists()
 
 
+def test_cli_former_options_stay_reachable(feature_pair, tmp_path, capsys):
+    """The pre-issue-16 behaviour through flags; recorded in the checkpoint and reloaded as trained."""
+    train, test = feature_pair
+    ck = tmp_path / "old.pt"
+    p = run_inproc(capsys, "seq2knn", train, "--model", "mnknn", "-K", "3", "--out-of-core", "--batches", "2", "--batch-size", "16", "--epochs", "1",
+                   "--label-bank", "50", "--memory-labels", "--attention-scale", "--memory-draws", "2", "--exclude-query",
+                   "--no-baselines", "-o", ck, "--eval", test, "--json")
+    assert p.returncode == 0, p.stderr
+    h = json.loads(p.stdout)["hyper"]
+    assert (h["label_bank"], h["memory_labels"], h["attention_scale"], h["memory_draws"], h["include_query"]) == (50, True, True, 2, False)
+    model, loaded, _ = s2k.load_checkpoint(ck)
+    assert model.memory_labels and model.attention_scale and loaded["memory_x"].shape[0] == 50
+    p = run_inproc(capsys, "seq2knn", train, "--model", "v2vs", "-K", "3", "--epochs", "1", "--no-baselines", "-o", tmp_path / "new.pt", "--json")
+    assert p.returncode == 0, p.stderr
+    h = json.loads(p.stdout)["hyper"]
+    assert (h["label_bank"], h["memory_labels"], h["attention_scale"], h["memory_draws"], h["include_query"]) == (0, False, False, 1, True)
+    assert torch.load(tmp_path / "new.pt", weights_only=True)["memory_x"].shape[0] == json.loads(p.stdout)["n_train"]
+
+
 class _Proc:
     def __init__(self, returncode, stdout, stderr):
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
