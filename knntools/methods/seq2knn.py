@@ -27,8 +27,14 @@ is a cross-entropy; :func:`kl_divergence` also accepts soft targets.
 
 Predictions: ``argmax Y^P`` for every model with a label head. V2VS has no label head; its label is
 the majority vote of the labels of its K predicted vectors, each vector's label being the label of
-its nearest *training* sample (exact 1-NN in the standardised feature space over a reference set,
-the training set by default); ties go to the smallest class index.
+its nearest *training* sample (1-NN in the standardised feature space through :mod:`knntools.search`,
+:class:`ReferenceLabeler`, over every training row by default — ``label_bank`` restricts it to a
+random bank, a documented deviation); ties go to the smallest class index.
+
+Deviations from the paper, all off by default (see ``docs/seq2knn.md``): ``label_bank > 0``;
+``memory_labels`` (label embedding in MNkNN memory values); ``attention_scale`` (1/sqrt(hidden) in
+the MNkNN attention); ``memory_draws > 1`` (MNkNN predictions averaged over several memories);
+``include_query=False`` (out-of-core sets S without the query).
 
 kNN targets
 -----------
