@@ -15,9 +15,12 @@ from knntools.cli._search_options import Backend, Metric
 HELP = """Train a model that mimics K-nearest neighbours: it predicts the labels and/or feature vectors of
 a sample's K nearest training samples, and a final label (Xu & Klabjan, seq2seq and memory-network kNN).
 
-Models: v2ls (labels of the K neighbours), v2vs (their vectors; label = vote of the vectors' 1-NN
-labels), v2vsls (both; the paper's best), mnknn and mnknn-vec (memory network, K hops over 64 random
-training samples). kNN targets come from an exact/hnsw search over the whole training set
+Models: v2ls (labels of the K neighbours), v2vs (their vectors; label = vote of the labels of the
+vectors' nearest training rows, searched among every training row with --backend/--metric),
+v2vsls (both; the paper's best), mnknn and mnknn-vec (the paper's memory network: K hops over one
+memory of 64 random training samples, c_i = C x_i, p = softmax(uᵀm)). Deviations from the paper
+are options, off by default: --label-bank, --memory-labels, --attention-scale, --memory-draws,
+--exclude-query (docs/seq2knn.md). kNN targets come from an exact/hnsw search over the whole training set
 (--backend, --metric), or with --out-of-core from R = --batches random batches of B = --batch-size
 rows each, read batch by batch from the HDF5 file (the paper's Algorithm 1). Features are
 standardised with the training rows' mean and std. A --val-size fraction is held out to pick the
@@ -27,7 +30,8 @@ feed-forward net trained with the same budget (full mode) or kNN on one B-row ba
 Reads: TRAIN — a `features` file or an `activations` file (--layer, default penultimate):
 features/layers, labels (activations: labels_clean is the ground truth for --eval).
 Writes: -o checkpoint .pt (torch.load(weights_only=True): model name, sizes, classes, hyper-parameters,
-scaler, state_dict, a bank of standardised training rows for the memory/1-NN); --predictions: a
+scaler, state_dict, the standardised training rows for the memory/1-NN: all of them, --label-bank N
+random ones, or at most 4096 random ones out-of-core); --predictions: a
 `predictions` file for --eval (predictions, scores = Y^P, step_labels [N, K], labels, ids).
 """
 
