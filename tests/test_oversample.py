@@ -32,7 +32,9 @@ def test_model_oversample_balances_with_generated_vectors():
         V = np.stack([rows + 0.1 * (t + 1) for t in range(3)], 1)
         return V, (V[:, :, 0] > 1.5).astype(np.int64)
 
-    res = ovs.model_oversample(X, y, 2, generate, random_state=0)
+    one = ovs.model_oversample(X, y, 2, generate, random_state=0)  # the paper's single pass falls short here
+    assert one.counts_after[1] < 120 and np.bincount(one.source[one.synthetic]).max() <= 3
+    res = ovs.model_oversample(X, y, 2, generate, max_rounds=None, random_state=0)
     assert res.counts_before.tolist() == [120, 20] and res.counts_after.tolist() == [120, 120]
     assert res.synthetic.sum() == 100 and not res.synthetic[:140].any()
     syn, lab = res.X[res.synthetic], res.y[res.synthetic]
@@ -53,6 +55,38 @@ def test_model_oversample_source_labels_and_rounds():
     # predicted labels all majority: nothing to add
     res = ovs.model_oversample(X, y, 2, gen, random_state=0)
     assert res.counts_after.tolist() == [120, 20] and not res.synthetic.any()
+
+
+def test_model_oversample_default_is_one_paper_pass():
+    """Paper §4 Oversampling: one pass over the real training samples, K vectors each, kept while
+    their class is short of the majority: at most K synthetic rows per real row, synthetic rows
+    never generate, no class above the majority (a class with few sources stays short)."""
+    rng = np.random.default_rng(0)
+    sizes = [137, 40, 10, 8]
+    y = np.repeat(np.arange(4), sizes).astype(np.int64)
+    X = rng.normal(size=(len(y), 3)).astype(np.float32) + y[:, None]
+    K = 5
+    calls = []
+
+    def gen(rows):  # every source predicts K vectors of its own class (the most generous case)
+        calls.append(len(rows))
+        lab = np.rint(rows[:, 0]).clip(0, 3).astype(np.int64)
+        return np.repeat(rows[:, None, :], K, 1) + 0.01, np.repeat(lab[:, None], K, 1)
+
+    lab_of = np.rint(X[:, 0]).clip(0, 3).astype(np.int64)
+    res = ovs.model_oversample(X, y, 4, gen, random_state=0)
+    assert sum(calls) == len(y)  # one pass: every real row is a source exactly once
+    per_src = np.bincount(res.source[res.synthetic], minlength=len(y))
+    assert per_src.max() <= K and (res.source[res.synthetic] < len(y)).all()
+    assert res.counts_after.max() == 137 and (res.counts_after <= 137).all()
+    expect = np.minimum(137, np.bincount(y, minlength=4) + K * np.bincount(lab_of, minlength=4))
+    assert res.counts_after.tolist() == expect.tolist()
+    # the former default (repeat until balanced) is the explicit deviation max_rounds=None
+    calls.clear()
+    res_all = ovs.model_oversample(X, y, 4, gen, max_rounds=None, random_state=0)
+    assert sum(calls) > len(y) and res_all.counts_after.tolist() == [137] * 4
+    with pytest.raises(InputError, match="max_rounds"):
+        ovs.model_oversample(X, y, 4, gen, max_rounds=0)
 
 
 @pytest.mark.parametrize("method", ["smote", "adasyn"])
@@ -114,12 +148,18 @@ def test_cli_model_and_smote(files, tmp_path, capsys):
                    "--eval", test, "--classifiers", "logreg,knn", "--json")
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout)
-    assert res["counts_after"] == [120, 120] and res["balanced"] and res["n_synthetic"] == 100
+    n_syn = res["n_synthetic"]  # one pass (default): at most K = 3 per real row, never above the majority
+    assert res["max_rounds"] == 1 and 0 < n_syn <= 100 and res["counts_after"] == [120, 20 + n_syn]
     assert set(res["downstream"]) == {"original", "v2vsls"}
     with h5py.File(tmp_path / "bal.h5", "r") as f:
-        assert f.attrs["kind"] == "features" and f["features"].shape == (240, 5)
-        assert f["synthetic"][()].sum() == 100 and (f["ids"][()][f["synthetic"][()]] == -1).all()
+        assert f.attrs["kind"] == "features" and f["features"].shape == (140 + n_syn, 5)
+        assert f["synthetic"][()].sum() == n_syn and (f["ids"][()][f["synthetic"][()]] == -1).all()
         assert np.isfinite(f["features"][()]).all()
+    p = run_inproc(capsys, "oversample", train, "--method", "v2vsls", "--model", tmp_path / "seq.pt", "-o", tmp_path / "bal0.h5",
+                   "--max-rounds", "0", "--json")
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert res["counts_after"] == [120, 120] and res["balanced"] and res["n_synthetic"] == 100
     p = run_inproc(capsys, "oversample", train, "--method", "smote", "-o", tmp_path / "sm.h5", "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["counts_after"] == [120, 120]

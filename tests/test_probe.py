@@ -44,7 +44,7 @@ def test_knn_probe_matches_reference(data):
     X, y, q, Q, qy, qq = data
     rows, info = pb.probe_layer(X, y, q, Q, qq, qy, ["knn"], 3, pb.ProbeConfig(k=30, search_params={"device": "cpu"}))
     by = {(r["classifier"], r["split"]): r for r in rows}
-    for split, P, dnn, lab in (("train", reference_knn(X, y, X, 30, 3, loo=True), q, y), ("test", reference_knn(X, y, Q, 30, 3), qq, qy)):
+    for split, P, dnn, lab in (("train", reference_knn(X, y, X, 30, 3), q, y), ("test", reference_knn(X, y, Q, 30, 3), qq, qy)):
         r = by[("knn", split)]
         pred = P.argmax(1)
         assert r["accuracy"] == pytest.approx((pred == lab).mean())
@@ -55,6 +55,20 @@ def test_knn_probe_matches_reference(data):
             int((cm & cd).sum()), int((cm & ~cd).sum()), int((~cm & cd).sum()), int((~cm & ~cd).sum()))
         d = by[("dnn", split)]
         assert d["p_same"] == 1.0 and d["kl"] == 0.0 and d["accuracy"] == pytest.approx(cd.mean())
+
+
+def test_knn_train_default_is_plain_knn_loo_is_option(data):
+    """Paper: k-NN fitted on the training set and applied to it (the sample among its own k); --loo excludes it."""
+    X, y, q, Q, qy, qq = data
+    rng = np.random.default_rng(5)
+    y_rand = rng.integers(0, 3, len(y))  # random labels: only memorisation can fit them
+    rows, _ = pb.probe_layer(X, y_rand, q, None, None, None, ["knn"], 3, pb.ProbeConfig(k=1, search_params={"device": "cpu"}))
+    train = {r["classifier"]: r for r in rows}["knn"]
+    assert train["accuracy"] == 1.0  # 1-NN with the sample itself memorises perfectly
+    rows, _ = pb.probe_layer(X, y_rand, q, None, None, None, ["knn"], 3, pb.ProbeConfig(k=1, loo=True, search_params={"device": "cpu"}))
+    loo = {r["classifier"]: r for r in rows}["knn"]
+    P = reference_knn(X, y_rand, X, 1, 3, loo=True)
+    assert loo["accuracy"] == pytest.approx((P.argmax(1) == y_rand).mean()) and loo["accuracy"] < 0.6
 
 
 def test_linear_probes_match_sklearn(data):
@@ -114,7 +128,8 @@ def test_cli_layers_plot(activations_pair, tmp_path):
 
     with h5py.File(train) as f:
         X, y, q = f["layers/layer1"][()], f["labels"][()], _softmax(f["logits"][()])
-    P = reference_knn(X, y, X, 30, 3, loo=True)
+    P = reference_knn(X, y, X, 30, 3)  # default --no-loo: the paper's k-NN, each sample among its own neighbours
+    assert res["rows"] and attrs["params"]["loo"] is False
     m = (cols["layer"] == "layer1") & (cols["classifier"] == "knn") & (cols["split"] == "train")
     assert cols["accuracy"][m][0] == pytest.approx((P.argmax(1) == y).mean())
     assert cols["kl"][m][0] == pytest.approx(reference_kl(P, q), rel=1e-6)

@@ -86,7 +86,8 @@ def test_out_of_core_equals_exact_knn_on_sampled_union(metric):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 6)).astype(np.float32)
     K, B = 4, 16
-    d, idx, samples = s2k.out_of_core_neighbors(X, K, batches=5, batch_size=B, metric=metric, query_block=B, random_state=1, return_samples=True)
+    d, idx, samples = s2k.out_of_core_neighbors(X, K, batches=5, batch_size=B, metric=metric, query_block=B, random_state=1, return_samples=True,
+                                                include_query=False)
     assert d.shape == (200, K) and idx.shape == (200, K) and idx.dtype == np.int64
     for qb, union in enumerate(samples):
         for r in range(qb * B, min(200, (qb + 1) * B)):
@@ -115,9 +116,22 @@ def test_out_of_core_reads_h5_rows(tmp_path):
 def test_out_of_core_with_all_batches_is_exact():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 3)).astype(np.float32)
-    _, idx = s2k.out_of_core_neighbors(X, 3, batches=1, batch_size=40, random_state=0)
+    _, idx = s2k.out_of_core_neighbors(X, 3, batches=1, batch_size=40, random_state=0, include_query=False)
     _, ref = s2k.full_neighbors(X, 3)
     assert np.array_equal(np.sort(idx, 1), np.sort(ref, 1))
+
+
+def test_out_of_core_includes_the_query_by_default():
+    """Paper §3 Out-of-Core: S is sampled "from the training set (including x)": x is its own first target."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4)).astype(np.float32)
+    d, idx, samples = s2k.out_of_core_neighbors(X, 3, batches=3, batch_size=8, query_block=8, random_state=2, return_samples=True)
+    assert np.array_equal(idx[:, 0], np.arange(60)) and np.allclose(d[:, 0], 0.0)
+    for qb, union in enumerate(samples):  # the other targets: exact 2-NN of the sampled union minus x
+        for r in range(qb * 8, min(60, (qb + 1) * 8)):
+            cand = union[union != r]
+            expect = cand[np.argsort(np.linalg.norm(X[cand] - X[r], axis=1), kind="stable")[:2]]
+            assert set(idx[r, 1:]) == set(expect)
 
 
 def test_neighbor_bad_input():
@@ -182,6 +196,42 @@ def test_train_and_predict_every_model(name):
         s2k.train_model(name, X, y, 3, neighbors=nb[:, :2], K=3, epochs=1)
 
 
+def test_v2vs_labels_equal_brute_force_1nn_on_full_training_set():
+    """Paper §3 V2VS: each predicted vector takes the label of its nearest training sample (all of
+    them by default, not a random bank); streamed and indexed reference searches agree."""
+    X, y = _blobs(300, seed=3)
+    Xt, _ = _blobs(40, seed=4)
+    _, nb = s2k.full_neighbors(X, 3)
+    res = s2k.train_model("v2vs", X, y, 3, neighbors=nb, K=3, hidden=8, epochs=1, random_state=0)
+    assert len(res.reference) == 300 and len(res.bank[1]) == 300
+    p = s2k.predict(res.model, Xt, name="v2vs", reference=res.reference)
+    V = p["step_vectors"].reshape(-1, 6).astype(np.float64)
+    d2 = ((V[:, None, :] - X[None, :, :].astype(np.float64)) ** 2).sum(-1)
+    brute = y[d2.argmin(1)].reshape(40, 3)
+    assert np.array_equal(p["step_labels"], brute)
+    votes = np.stack([(brute == c).sum(1) for c in range(3)], 1)
+    assert np.array_equal(p["predictions"], votes.argmax(1))
+    # streamed over a row view in blocks (out-of-core) gives the same labels
+    streamed = s2k.ReferenceLabeler(s2k.RowView(X), y, block_rows=64)
+    assert streamed.index is None and np.array_equal(streamed.labels(V.astype(np.float32)), brute.reshape(-1))
+    # --label-bank N: N random training rows (the former behaviour)
+    small = s2k.train_model("v2vs", X, y, 3, neighbors=nb, K=3, hidden=8, epochs=1, random_state=0, label_bank=50)
+    assert len(small.reference) == 50
+
+
+def test_mnknn_paper_memory_by_default():
+    """Paper §2.2/§3: c_i = C x_i (no label embedding), p = softmax(uᵀm) (no scaling); the options add them."""
+    m = s2k.build_model("mnknn", 6, 3, K=2, hidden=8)
+    assert not m.memory_labels and not m.attention_scale and not hasattr(m, "E")
+    m.eval()
+    x, mx = torch.randn(4, 6), torch.randn(5, 6)
+    a = m(x, mx, torch.zeros(5, dtype=torch.long))["probs"]
+    b = m(x, mx, torch.full((5,), 2, dtype=torch.long))["probs"]
+    assert torch.allclose(a, b)  # memory labels are not read
+    dev = s2k.build_model("mnknn", 6, 3, K=2, hidden=8, memory_labels=True, attention_scale=True)
+    assert dev.memory_labels and dev.attention_scale and hasattr(dev, "E")
+
+
 def test_knn_vote_ties_go_to_nearer():
     pred, frac = s2k.knn_vote(np.array([[2, 1, 1, 2], [0, 0, 1, 1]]), 3)
     assert pred.tolist() == [2, 0]
@@ -230,6 +280,25 @@ def test_cli_out_of_core_mnknn_vec(feature_pair, tmp_path, capsys):
     res = json.loads(p.stdout)
     assert res["mode"] == "out-of-core" and set(res["test"]) == {"mnknn-vec", "knn-batch"}
     assert (tmp_path / "mn.pt").exists()
+
+
+def test_cli_former_options_stay_reachable(feature_pair, tmp_path, capsys):
+    """The pre-issue-16 behaviour through flags; recorded in the checkpoint and reloaded as trained."""
+    train, test = feature_pair
+    ck = tmp_path / "old.pt"
+    p = run_inproc(capsys, "seq2knn", train, "--model", "mnknn", "-K", "3", "--out-of-core", "--batches", "2", "--batch-size", "16", "--epochs", "1",
+                   "--label-bank", "50", "--memory-labels", "--attention-scale", "--memory-draws", "2", "--exclude-query",
+                   "--no-baselines", "-o", ck, "--eval", test, "--json")
+    assert p.returncode == 0, p.stderr
+    h = json.loads(p.stdout)["hyper"]
+    assert (h["label_bank"], h["memory_labels"], h["attention_scale"], h["memory_draws"], h["include_query"]) == (50, True, True, 2, False)
+    model, loaded, _ = s2k.load_checkpoint(ck)
+    assert model.memory_labels and model.attention_scale and loaded["memory_x"].shape[0] == 50
+    p = run_inproc(capsys, "seq2knn", train, "--model", "v2vs", "-K", "3", "--epochs", "1", "--no-baselines", "-o", tmp_path / "new.pt", "--json")
+    assert p.returncode == 0, p.stderr
+    h = json.loads(p.stdout)["hyper"]
+    assert (h["label_bank"], h["memory_labels"], h["attention_scale"], h["memory_draws"], h["include_query"]) == (0, False, False, 1, True)
+    assert torch.load(tmp_path / "new.pt", weights_only=True)["memory_x"].shape[0] == json.loads(p.stdout)["n_train"]
 
 
 class _Proc:

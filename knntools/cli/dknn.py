@@ -63,6 +63,7 @@ def dknn_cli(
     calibration: Annotated[int, typer.Option("--calibration", min=1, help="Calibration set size |A| (held out of the evaluation).")] = 750,
     calibration_mode: Annotated[Literal["first", "stratified"], typer.Option("--calibration-mode", help="Which rows calibrate: the first N, or a class-stratified random sample (--seed).")] = "first",
     calibration_file: Annotated[Optional[Path], typer.Option("--calibration-file", help="Take the calibration rows from this activations file instead of EVAL (e.g. clean test.h5 for an FGSM EVAL).", dir_okay=False)] = None,
+    calibrate_on_attacked: Annotated[bool, typer.Option("--calibrate-on-attacked", help="Allow calibrating on rows of EVAL when its provenance records an attack (refused otherwise: the paper calibrates on clean held-out test data).")] = False,
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="L2-normalise activations before the search (reference implementation).")] = True,
     center: Annotated[bool, typer.Option("--center/--no-center", help="Subtract the training mean of the (normalised) activations (reference implementation; no effect with --metric l2).")] = False,
     p_value: Annotated[Literal["smoothed", "plain"], typer.Option("--p-value", help="smoothed: (|{a >= alpha}| + 1)/(|A| + 1) (conformal textbook); plain: |{a >= alpha}|/|A| (Algorithm 1, reference code).")] = "smoothed",
@@ -130,6 +131,10 @@ def dknn_cli(
 
     # Calibration rows and the evaluated rows.
     n_excluded = 0
+    ev_attack = ev.attrs.get("attack")
+    if cf is None and ev_attack not in (None, "", "none") and not calibrate_on_attacked:
+        raise InputError(f"{ev.path}: attribute attack = {ev_attack!r}: calibrating on adversarial rows is refused (the paper holds out clean "
+                         f"test data); expected --calibration-file CLEAN.h5 (or --calibrate-on-attacked to force it)")
     if cf is None:
         if calibration >= ev.n_samples:
             raise InputError(f"{ev.path}: --calibration {calibration} is >= the {ev.n_samples} rows of the evaluated file; "

@@ -15,7 +15,9 @@ from knntools.cli._search_options import Backend, Ef, EfConstruction, HnswM, Met
 HELP = """Predict with LaSeNN: w_q·C(x_q) + (1 − w_q)·mean C(x_nn) over the k nearest training samples.
 
 C is the network's output (softmax of the stored logits; --network-output logits for raw logits);
-neighbours are searched in one layer (default: penultimate) with --metric l2 (squared L2 ranks the
+neighbours are searched in one layer (--layer paper, the default: the paper's layer for the file's
+model_arch — conv8, the third-last conv, for vgg13; layer3, the second-last BasicBlock, for
+resnet10; the penultimate layer for other architectures) with --metric l2 (squared L2 ranks the
 same) or cosine. Defaults are the paper's: k = 3, w_q = 0.88. Several values (-k 1,2,3,4,8
 --w-q 0,0.52,0.76,0.88,0.94,0.97) add a parameter-sweep table (Tables 5–6) computed from one
 search; the file then holds the predictions of k = 3 / w_q = 0.88 when listed, else of the first
@@ -45,7 +47,7 @@ def lasenn_cli(
     train: Annotated[Path, typer.Argument(help="Training activations (the neighbours' base).", dir_okay=False)],
     test: Annotated[Path, typer.Argument(help="Query activations (e.g. the test split), same model.", dir_okay=False)],
     output: OutputPath,
-    layer: Annotated[str, typer.Option("--layer", help="Layer whose activations define the neighbours (name, 'penultimate' or 'logits').")] = "penultimate",
+    layer: Annotated[str, typer.Option("--layer", help="Layer whose activations define the neighbours: 'paper' (vgg13: conv8, resnet10: layer3, else penultimate), 'penultimate', 'logits' or a name.")] = "paper",
     k: Annotated[str, typer.Option("-k", "--k", "--n-neighbors", help="Neighbours k; a comma list (1,2,3,4,8) adds a sweep.")] = "3",
     w_q: Annotated[str, typer.Option("--w-q", help="Weight of the query's own output in [0, 1]; a comma list adds a sweep.")] = "0.88",
     network_output: Annotated[str, typer.Option("--network-output", help="C(x) to blend: softmax (of the stored logits) | logits (raw).")] = "softmax",
@@ -92,6 +94,13 @@ def lasenn_cli(
                            seed=seed, device=device)
     check_output_path(output, force)
     with KFile(train, kind="activations") as ftr, KFile(test, kind="activations") as fte:
+        if layer == "paper":
+            arch = ftr.attrs.get("model_arch")
+            want = ls.paper_layer(arch)
+            if want != "penultimate" and want not in ftr.layers:
+                raise InputError(f"{ftr.path}: layer '{want}' not found; expected the paper's LaSeNN layer for {arch} "
+                                 f"(embed it with `knntools embed --layers {want},penultimate`) or an explicit --layer")
+            layer = want
         name = ftr.resolve_layers(layer)[0]
         fte.layer_path(name)
         check_same_source(ftr, fte, [name])

@@ -14,8 +14,10 @@ from knntools.cli._output import Output
 HELP = """Corrupt a dataset's labels with a label-noise model and write a `labels` file.
 
 Kinds: uniform (kNet: redraw among all classes incl. the true one; --exclude-true for the others),
-asymmetric-random (kNet: 2r/3 and r/3 to two random other classes), semantic (built-in maps for
-cifar10, mnist/digits/svhn, fashion-mnist, or --class-map), pair (to the next class), permute
+asymmetric-random (kNet: 2r/3 and r/3 to two random other classes), semantic (built-in maps:
+cifar10 and mnist/digits from Patrini et al.; svhn and fashion-mnist are invented by this tool — no
+paper gives one, kNet's SVHN map is unpublished, so svhn reuses the MNIST digit map as a guess —
+or --class-map), pair (to the next class), permute
 (LaSeNN: shuffle the labels of a fraction r), random (Cohen et al.: uniform random labels),
 matrix (--transition-matrix T.csv|.npy, T[i, j] = P(noisy=j | clean=i)).
 

@@ -17,10 +17,12 @@ HELP = """Balance the classes of a training file by adding synthetic minority sa
 --method v2vsls | mnknn-vec (Xu & Klabjan §4): a model trained by `knntools seq2knn` (--model seq.pt;
 train it with --lam 1.3 --alpha 3 as the paper recommends) predicts K neighbour vectors and their
 labels for each training sample, in random order; a synthetic (vector, predicted label) is added when
-its label is a minority class still short of the majority count. The paper makes one pass over the
-training samples (--max-rounds 1); by default further passes generate from the previous pass's
-synthetic rows until every class is balanced. --label-from source: only minority samples are
-sources and their vectors take the source's class.
+its label is a minority class still short of the majority count. One pass over the real training
+samples, as the paper (--max-rounds 1, the default): at most K synthetic rows per real row, no
+class pushed above the majority, synthetic rows never generate further ones — so a class may stay
+short of balanced. Deviation: --max-rounds N (0 = until balanced, at most 50) runs further passes
+that generate from the previous pass's synthetic rows. --label-from source: only minority samples
+are sources and their vectors take the source's class.
 --method smote | adasyn: imbalanced-learn's SMOTE / ADASYN (--k-neighbors), for comparison.
 Both work in the standardised space (the checkpoint's scaler; the training rows' mean/std for
 SMOTE/ADASYN) and write rows back in the original units. --eval TEST.h5 trains downstream classifiers
@@ -50,7 +52,7 @@ def oversample_cli(
     layer: Annotated[str, typer.Option("--layer", help="Activations files: the layer to oversample. Ignored for features files.")] = "penultimate",
     k_neighbors: Annotated[int, typer.Option("--k-neighbors", min=1, help="SMOTE k_neighbors / ADASYN n_neighbors.")] = 5,
     label_from: Annotated[str, typer.Option("--label-from", help="Model methods: label a synthetic vector with the model's predicted neighbour label (predicted: the paper; every training sample is a source) or with its minority source sample's class (source).")] = "predicted",
-    max_rounds: Annotated[int, typer.Option("--max-rounds", min=0, help="Model methods: passes of generation; 1 = the paper's single pass over the training samples, 0 = repeat from the synthetic rows until balanced.")] = 0,
+    max_rounds: Annotated[int, typer.Option("--max-rounds", min=0, help="Model methods: passes of generation; 1 = the paper's single pass over the real training samples (at most K synthetic rows each); N > 1 = deviation: later passes generate from the previous pass's synthetic rows; 0 = such passes until balanced (at most 50).")] = 1,
     eval_file: Annotated[Optional[Path], typer.Option("--eval", help="Test file: compare downstream classifiers trained on original vs oversampled rows (macro F1).", dir_okay=False)] = None,
     classifiers: Annotated[str, typer.Option("--classifiers", help="Comma-separated downstream classifiers: rf, ffn, gb, logreg, knn.")] = "rf,ffn,gb",
     seed: Seed = 0,
@@ -129,10 +131,11 @@ def oversample_cli(
         mem = (ck["memory_x"].numpy(), ck["memory_y"].numpy()) if "memory_x" in ck else None
         h = ck["hyper"]
         rng = np.random.default_rng(seed)
+        labeler = s2k.ReferenceLabeler(mem[0], mem[1], metric=str(h.get("metric", "l2"))) if mem is not None and ck["model"] == "v2vs" else mem
 
         def generate(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            p = s2k.predict(net, rows, name=ck["model"], memory=mem, memory_size=int(h.get("memory_size", 64)), reference=mem,
-                            random_state=int(rng.integers(0, 2**31 - 1)))
+            p = s2k.predict(net, rows, name=ck["model"], memory=mem, memory_size=int(h.get("memory_size", 64)), reference=labeler,
+                            memory_draws=int(h.get("memory_draws", 5)), random_state=int(rng.integers(0, 2**31 - 1)))
             return p["step_vectors"], p["step_labels"]
 
         Z = scaler(X)

@@ -18,8 +18,9 @@ HELP = """Probe layers with k-NN (k = 30), linear SVM and logistic regression (C
 For each chosen layer, fits the classifiers on the training activations (with the labels the
 network was trained on) and reports, on train and test and per classifier: accuracy, P_SAME
 (agreement with the network's arg-max, Eq. 2), D_KL(p_M || q_DNN) averaged over samples (Eq. 1)
-and the agreement counts (both right / only M / only DNN / both wrong). Train k-NN is
-leave-one-out. Train accuracy is measured against the training labels (memorisation with random
+and the agreement counts (both right / only M / only DNN / both wrong). Train k-NN is the
+paper's plain k-NN: each training sample is one of its own k neighbours (--no-loo, default);
+--loo leaves it out (a deviation). Train accuracy is measured against the training labels (memorisation with random
 labels), test accuracy against the ground truth.
 
 Over training: --checkpoints with the training activation files of several checkpoints (and their
@@ -74,6 +75,7 @@ def probe_cli(
     layers: Annotated[str, typer.Option("--layers", help="all | hidden | penultimate | comma list of layer names.")] = "penultimate",
     classifiers: Annotated[str, typer.Option("--classifiers", help="Comma list of knn, svm, lr.")] = "knn,svm,lr",
     k: Annotated[int, typer.Option("-k", "--k", "--n-neighbors", min=1, help="Neighbours of the k-NN probe (paper: 30).")] = 30,
+    loo: Annotated[bool, typer.Option("--loo/--no-loo", help="Train-split k-NN: leave each sample out of its own vote (--loo, a deviation) or not (--no-loo: the paper's k-NN fitted and applied on the training set).")] = False,
     pca_dim: Annotated[int, typer.Option("--pca-dim", min=0, help="SVM/LR: reduce layers wider than this with PCA (0 = never).")] = 256,
     fit_samples: Annotated[int, typer.Option("--fit-samples", min=0, help="SVM/LR: fit on at most this many training rows (seeded, stratified; 0 = all).")] = 10000,
     max_train: Annotated[int, typer.Option("--max-train", min=0, help="Use a seeded stratified subsample of this many training rows for everything (0 = all).")] = 0,
@@ -194,7 +196,7 @@ def probe_cli(
 
         # ---- work -------------------------------------------------------------------------
         cfg = pb.ProbeConfig(k=k, metric=metric, backend=backend, search_params=params, pca_dim=pca_dim or None,
-                             fit_samples=fit_samples or None, C=C, random_state=seed)
+                             fit_samples=fit_samples or None, C=C, random_state=seed, loo=loo)
         rows: list[dict[str, Any]] = []
         infos: list[dict[str, Any]] = []
         parents: list[str] = []
@@ -249,7 +251,7 @@ def probe_cli(
         for name in plan[0][3]:
             sel = [r for r in rows if r["layer"] == name and r["classifier"] == "dnn" and r["split"] == "train"]
             memo[name] = pb.memorization_step([r["step"] for r in sel], [r["accuracy"] for r in sel])
-    run_params = {"layers": layers, "classifiers": clf_list, "k": k, "metric": metric, "backend": backend,
+    run_params = {"layers": layers, "classifiers": clf_list, "k": k, "loo": loo, "metric": metric, "backend": backend,
                   "search_params": params, "pca_dim": pca_dim, "fit_samples": fit_samples, "max_train": max_train,
                   "max_test": max_test, "C": C, "trained_rows": str(trained_rows) if trained_rows else None,
                   "n_trained_rows": int(len(keep_ids)) if keep_ids is not None else None, "checkpoints": checkpoints,

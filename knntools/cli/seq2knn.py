@@ -15,9 +15,12 @@ from knntools.cli._search_options import Backend, Metric
 HELP = """Train a model that mimics K-nearest neighbours: it predicts the labels and/or feature vectors of
 a sample's K nearest training samples, and a final label (Xu & Klabjan, seq2seq and memory-network kNN).
 
-Models: v2ls (labels of the K neighbours), v2vs (their vectors; label = vote of the vectors' 1-NN
-labels), v2vsls (both; the paper's best), mnknn and mnknn-vec (memory network, K hops over 64 random
-training samples). kNN targets come from an exact/hnsw search over the whole training set
+Models: v2ls (labels of the K neighbours), v2vs (their vectors; label = vote of the labels of the
+vectors' nearest training rows, searched among every training row with --backend/--metric),
+v2vsls (both; the paper's best), mnknn and mnknn-vec (the paper's memory network: K hops over one
+memory of 64 random training samples, c_i = C x_i, p = softmax(uᵀm)). Deviations from the paper
+are options, off by default: --label-bank, --memory-labels, --attention-scale, --memory-draws,
+--exclude-query (docs/seq2knn.md). kNN targets come from an exact/hnsw search over the whole training set
 (--backend, --metric), or with --out-of-core from R = --batches random batches of B = --batch-size
 rows each, read batch by batch from the HDF5 file (the paper's Algorithm 1). Features are
 standardised with the training rows' mean and std. A --val-size fraction is held out to pick the
@@ -27,7 +30,8 @@ feed-forward net trained with the same budget (full mode) or kNN on one B-row ba
 Reads: TRAIN — a `features` file or an `activations` file (--layer, default penultimate):
 features/layers, labels (activations: labels_clean is the ground truth for --eval).
 Writes: -o checkpoint .pt (torch.load(weights_only=True): model name, sizes, classes, hyper-parameters,
-scaler, state_dict, a bank of standardised training rows for the memory/1-NN); --predictions: a
+scaler, state_dict, the standardised training rows for the memory/1-NN: all of them, --label-bank N
+random ones, or at most 4096 random ones out-of-core); --predictions: a
 `predictions` file for --eval (predictions, scores = Y^P, step_labels [N, K], labels, ids).
 """
 
@@ -43,6 +47,7 @@ EPILOG = """Examples:
 PANEL_MODEL = "Model and loss (paper defaults)"
 PANEL_TRAIN = "Training"
 PANEL_OOC = "Out-of-core kNN targets"
+PANEL_DEV = "Inference references and documented deviations (old behaviour: --label-bank 4096 --memory-labels --attention-scale --memory-draws 5 --exclude-query)"
 
 
 @handle_errors("seq2knn")
@@ -58,6 +63,10 @@ def seq2knn_cli(
     hidden: Annotated[int, typer.Option("--hidden", min=1, help="Hidden units of the LSTM / memory embeddings.", rich_help_panel=PANEL_MODEL)] = 64,
     dropout: Annotated[float, typer.Option("--dropout", min=0.0, max=0.95, help="Dropout probability.", rich_help_panel=PANEL_MODEL)] = 0.2,
     memory_size: Annotated[int, typer.Option("--memory-size", min=1, help="MNkNN memory n: random training samples per hop memory.", rich_help_panel=PANEL_MODEL)] = 64,
+    memory_labels: Annotated[bool, typer.Option("--memory-labels/--no-memory-labels", help="MNkNN deviation: add a label embedding to the memory values (c_i = C x_i + E y_i). Paper: off.", rich_help_panel=PANEL_DEV)] = False,
+    attention_scale: Annotated[bool, typer.Option("--attention-scale/--no-attention-scale", help="MNkNN deviation: attention softmax(uᵀm / √hidden). Paper: off (softmax(uᵀm)).", rich_help_panel=PANEL_DEV)] = False,
+    memory_draws: Annotated[int, typer.Option("--memory-draws", min=1, help="MNkNN: random memories averaged per prediction (validation and --eval). Paper: 1.", rich_help_panel=PANEL_DEV)] = 1,
+    label_bank: Annotated[int, typer.Option("--label-bank", min=0, help="Reference rows for V2VS labelling and the MNkNN memory pool at validation/--eval: 0 = every training row (paper); N = N random training rows (deviation; 4096 was the former fixed bank).", rich_help_panel=PANEL_DEV)] = 0,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs (the best validation epoch is kept).", rich_help_panel=PANEL_TRAIN)] = 30,
     train_batch_size: Annotated[int, typer.Option("--train-batch-size", min=2, help="Mini-batch size of the optimiser (not B: see --batch-size).", rich_help_panel=PANEL_TRAIN)] = 64,
     lr: Annotated[float, typer.Option("--lr", min=1e-8, help="Adam learning rate.", rich_help_panel=PANEL_TRAIN)] = 0.01,
@@ -66,6 +75,7 @@ def seq2knn_cli(
     out_of_core: Annotated[bool, typer.Option("--out-of-core", help="kNN targets from R random batches of B rows streamed from disk (Algorithm 1) instead of a full search.", rich_help_panel=PANEL_OOC)] = False,
     batches: Annotated[int, typer.Option("--batches", min=1, help="R: random batches per training sample.", rich_help_panel=PANEL_OOC)] = 50,
     batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="B: rows per out-of-core batch (must exceed K).", rich_help_panel=PANEL_OOC)] = 64,
+    include_query: Annotated[bool, typer.Option("--include-query/--exclude-query", help="Out-of-core: the sample x is in every sampled set S (paper: 'a subset S from the training set (including x)'), so its first target is itself; --exclude-query never picks x (deviation, like the full targets).", rich_help_panel=PANEL_OOC)] = True,
     backend: Backend = "exact",
     metric: Metric = "l2",
     eval_file: Annotated[Optional[Path], typer.Option("--eval", help="Test file (same kind, layer and width as TRAIN) to score with macro F1 and accuracy.", dir_okay=False)] = None,
@@ -168,7 +178,7 @@ def seq2knn_cli(
         t_nb = time.perf_counter()
         if out_of_core:
             _, nb_rows = s2k.out_of_core_neighbors(ds, K, batches=batches, batch_size=batch_size, metric=metric, pool=tr_rows,
-                                                   transform=scaler, random_state=rng)
+                                                   transform=scaler, random_state=rng, include_query=include_query)
         else:
             _, nb_pos = s2k.full_neighbors(Xv[tr_rows], K, backend=backend, metric=metric, **params)
             nb_rows = tr_rows[nb_pos]
@@ -178,7 +188,9 @@ def seq2knn_cli(
         val = (np.asarray(Xv[va_rows]), y_all[va_rows]) if len(va_rows) else None
         hyper = {"K": K, "hidden": hidden, "tau": tau, "lam": lam, "alpha": alpha, "lr": lr, "dropout": dropout, "epochs": epochs,
                  "train_batch_size": train_batch_size, "memory_size": memory_size, "val_size": val_size, "out_of_core": out_of_core,
-                 "batches": batches, "batch_size": batch_size, "backend": backend, "metric": metric, "standardize": standardize}
+                 "batches": batches, "batch_size": batch_size, "backend": backend, "metric": metric, "standardize": standardize,
+                 "label_bank": label_bank, "memory_labels": memory_labels, "attention_scale": attention_scale, "memory_draws": memory_draws,
+                 "include_query": include_query}
 
         def log(row: dict) -> None:
             out.detail(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
@@ -190,7 +202,8 @@ def seq2knn_cli(
 
             res = s2k.train_model(name, Xv, y_all, C, neighbors=nb_rows, train_rows=tr_rows, val=val, K=K, hidden=hidden, tau=tau, lam=lam,
                                   alpha=alpha, lr=lr, dropout=dropout, epochs=epochs, batch_size=train_batch_size, memory_size=memory_size,
-                                  device=dev, random_state=rng, callback=cb)
+                                  label_bank=label_bank, memory_labels=memory_labels, attention_scale=attention_scale, memory_draws=memory_draws,
+                                  backend=backend, metric=metric, search_params=params, device=dev, random_state=rng, callback=cb)
         train_seconds = res.seconds
         summary: dict = {
             "command": "seq2knn", "output": str(output), "model": name, "K": K, "mode": "out-of-core" if out_of_core else "full",
@@ -203,8 +216,8 @@ def seq2knn_cli(
             tl = kt.resolve_layers("features" if kt.kind == "features" else lname)[0]
             Xt = s2k.RowView(kt.layer(tl), scaler) if out_of_core else scaler(kt.read_layer(tl))
             Xt_arr = np.asarray(Xt[np.arange(len(y_test))]) if out_of_core else Xt
-            pr = s2k.predict(res.model, Xt_arr, name=name, memory=res.bank, memory_size=memory_size, reference=res.bank, device=dev,
-                             random_state=seed)
+            pr = s2k.predict(res.model, Xt_arr, name=name, memory=res.bank, memory_size=memory_size, memory_draws=memory_draws,
+                             reference=res.reference, device=dev, random_state=seed)
             tests = {name: {"macro_f1": s2k.macro_f1(y_test, pr["predictions"], C), "accuracy": float((pr["predictions"] == y_test).mean())}}
             if baselines:
                 if out_of_core:
@@ -222,8 +235,12 @@ def seq2knn_cli(
             summary["test"] = tests
             out.table(f"test {eval_file} (K={K}, {summary['mode']})", ["method", "macro_f1", "accuracy"],
                       [(m, v["macro_f1"], v["accuracy"]) for m, v in tests.items()])
+        bank_X, bank_y = res.bank  # type: ignore[misc]
+        if not isinstance(bank_X, np.ndarray):  # out-of-core: the checkpoint keeps at most CHECKPOINT_BANK_ROWS of them
+            keep = np.arange(len(bank_y)) if len(bank_y) <= s2k.CHECKPOINT_BANK_ROWS else np.sort(rng.choice(len(bank_y), s2k.CHECKPOINT_BANK_ROWS, replace=False))
+            bank_X, bank_y = bank_X[keep], bank_y[keep]
         ck = s2k.checkpoint_dict(res.model, name=name, n_features=D, n_classes=C, classes=kf.classes or [str(i) for i in range(C)], hyper=hyper,
-                                 scaler=scaler, memory=res.bank,
+                                 scaler=scaler, memory=(bank_X, bank_y),
                                  provenance={"train": str(train), "train_uuid": kf.uuid, "layer": lname, "kind": kf.kind, "seed": seed,
                                              "best_epoch": res.best_epoch, "val_f1": res.best_val_f1, "history": res.history})
         with atomic_path(output, force=force) as tmp:

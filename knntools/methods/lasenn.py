@@ -43,6 +43,28 @@ OUTPUTS = ("softmax", "logits")
 #: Algorithm 1 defaults.
 DEFAULT_K = 3
 DEFAULT_W_Q = 0.88
+#: The paper's default neighbour layer per architecture (Schneider §4: "For VGG-13, we use as
+#: default, the third last convolutional layer for layer i, while for ResNet-10, we use the output of
+#: the second last 'BasicBlock'"), as named by :mod:`knntools.models.architectures`.
+PAPER_LAYERS = {"vgg13": "conv8", "resnet10": "layer3"}
+
+
+def paper_layer(model_arch: Any) -> str:
+    """The neighbour layer LaSeNN uses by default for a network architecture.
+
+    Parameters
+    ----------
+    model_arch : str or None
+        The activation file's ``model_arch`` attribute (``knntools embed`` writes it).
+
+    Returns
+    -------
+    str
+        ``conv8`` for ``vgg13`` (third-last conv), ``layer3`` for ``resnet10`` (second-last
+        BasicBlock) — the paper's settings — and ``penultimate`` for any other architecture (the
+        paper gives no layer for them; the last hidden layer is this tool's choice).
+    """
+    return PAPER_LAYERS.get(str(model_arch or "").lower(), "penultimate")
 
 
 def check_w_q(w_q: float, name: str = "w_q") -> float:

@@ -18,8 +18,9 @@ Kinds (``rate`` = r, ``n_classes`` = C)
                        (drawn with the seed); T[i,i] = 1−r, T[i,a_i] = 2r/3, T[i,b_i] = r/3.
 ``semantic``           kNet §4 after Patrini et al.: class i flips with probability r to a
                        semantically similar class ``class_map[i]``; classes not in the map keep
-                       their label. Built-in maps for cifar10, mnist/digits/kmnist-style digit sets,
-                       and fashion-mnist (:data:`SEMANTIC_MAPS`), or a user map.
+                       their label. Built-in maps (:data:`SEMANTIC_MAPS`): cifar10 and mnist/digits
+                       from Patrini et al.; svhn and fashion-mnist are this tool's invention (no
+                       paper gives one; kNet's SVHN map is unpublished); or a user map.
 ``pair``               flip to the next class: T[i,i] = 1−r, T[i,(i+1) mod C] = r.
 ``permute``            LaSeNN §3.4: a random fraction r of the samples is chosen and their labels
                        are permuted among themselves (a random permutation of that subset). The
@@ -51,9 +52,13 @@ KINDS = ("uniform", "asymmetric-random", "semantic", "pair", "permute", "random"
 SAMPLING = ("exact", "stochastic")
 
 _DIGIT_MAP = {2: 7, 3: 8, 5: 6, 6: 5, 7: 1}
-#: Built-in semantic flip maps (clean class name -> noisy class name). Digits follow the common
-#: MNIST setting (2→7, 3→8, 5↔6, 7→1); CIFAR-10 follows Patrini et al. (truck→automobile,
-#: bird→airplane, deer→horse, cat↔dog); Fashion-MNIST pairs visually similar garments.
+#: Built-in semantic flip maps (clean class name -> noisy class name). Sources: CIFAR-10 and MNIST
+#: follow Patrini et al. (2017) (truck→automobile, bird→airplane, deer→horse, cat↔dog; digits
+#: 2→7, 3→8, 5↔6, 7→1); ``digits`` reuses the MNIST map. **Not from any paper**: ``svhn`` — kNet
+#: (Mizrahi & Avidan, Table 5) reports semantic noise on SVHN but publishes no map, so this is the
+#: MNIST digit map reused as a guess, and SVHN results with it are not comparable with kNet's
+#: table — and ``fashion-mnist`` (this tool's pairing of visually similar garments). Pass
+#: ``class_map`` (``--class-map``) to use another map.
 SEMANTIC_MAPS: dict[str, dict[str, str]] = {
     "cifar10": {"truck": "automobile", "bird": "airplane", "deer": "horse", "cat": "dog", "dog": "cat"},
     "mnist": {str(a): str(b) for a, b in _DIGIT_MAP.items()},

@@ -6,8 +6,11 @@ Model oversampling (the paper's procedure): a trained V2VSLS (or MNkNN_VEC) pred
 feature vectors ``X_1^P … X_K^P`` and their labels ``Y_1^P … Y_K^P`` for every training sample;
 in random order of the samples, a synthetic pair ``(X_t^P, argmax Y_t^P)`` is added when its label
 is a minority class still short of the majority count, until the classes are balanced or no
-training sample is left. The paper stops there (``max_rounds=1``); with more rounds the synthetic
-rows of the previous round become sources themselves. ``label_from="source"`` is a variant: only
+training sample is left. The paper stops there, and so does this module by default
+(``max_rounds=1``: at most K synthetic rows per real training row, never a class above the
+majority count); ``max_rounds > 1`` or ``None`` (a documented deviation) lets the synthetic rows of
+the previous round become sources themselves, which can flood a tiny class with descendants of its
+few real rows. ``label_from="source"`` is a variant: only
 minority samples are sources and their vectors take the source's class.
 The paper recommends training the model for oversampling with lam = 1.3 and alpha = 3.
 
@@ -68,7 +71,7 @@ def model_oversample(
     generate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     *,
     label_from: str = "predicted",
-    max_rounds: int | None = None,
+    max_rounds: int | None = 1,
     chunk_rows: int = 256,
     random_state: Any = 0,
 ) -> OversampleResult:
@@ -89,9 +92,10 @@ def model_oversample(
     generate : callable ``rows [m, D] -> (vectors [m, K, D], labels int64 [m, K])``
         The model's predicted neighbour vectors ``X_t^P`` and labels ``argmax Y_t^P``.
     label_from : {"predicted", "source"}, default "predicted"
-    max_rounds : int or None, default None
-        1 = one pass over the original training samples (the paper); ``None`` = further passes with
-        the previous pass's synthetic rows as sources until balanced (at most 50 passes).
+    max_rounds : int or None, default 1
+        1 = one pass over the original training samples (the paper: each yields at most K synthetic
+        rows); n > 1 = up to n passes, each with the previous pass's synthetic rows as sources;
+        ``None`` = such passes until balanced (at most 50). Values below 1 raise.
     chunk_rows : int, default 256   sources generated per call
     random_state : int, Generator or None
 
@@ -123,6 +127,8 @@ def model_oversample(
     else:
         src_rows = np.arange(len(y))
     src_X, src_y, src_ids = X[src_rows], y[src_rows], src_rows.astype(np.int64)
+    if max_rounds is not None and int(max_rounds) < 1:
+        raise InputError(f"max_rounds={max_rounds}: expected at least 1 pass (None = until balanced)")
     rounds = 50 if max_rounds is None else int(max_rounds)
     for _ in range(rounds):
         if deficit.sum() <= 0 or len(src_X) == 0:

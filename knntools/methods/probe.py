@@ -14,9 +14,12 @@ Classifiers (§3: ``k = 30`` for all experiments)
 
 ``knn``  majority vote of the ``k`` nearest training samples (search layer, any backend/metric);
          ``p_M`` = vote fractions (sklearn's ``KNeighborsClassifier.predict_proba`` with uniform
-         weights); ties go to the smallest class index. On the **training** set the vote is
-         leave-one-out: each sample's own row is excluded (``kneighbors(None, k)``), otherwise 1-NN
-         memorisation would be trivially perfect.
+         weights); ties go to the smallest class index. On the **training** set the default is the
+         paper's plain k-NN: the classifier fitted on the training set is applied to the training
+         samples, each sample among its own k neighbours (``loo=False``; the paper calls k-NN "the
+         ideal estimator that perfectly memorizes the data" and reports train D_KL(k-NN‖DNN) → 0
+         after memorisation; it never mentions leaving samples out). ``loo=True`` (a deviation)
+         excludes each sample's own row (``kneighbors(None, k)``): a leave-one-out vote.
 ``svm``  linear SVM (liblinear ``LinearSVC``, one-vs-rest, ``C = 1``) with Platt-sigmoid
          probabilities from ``CalibratedClassifierCV(cv=3, ensemble=False)``.
 ``lr``   multinomial logistic regression (lbfgs, ``C = 1``).
@@ -155,6 +158,7 @@ class ProbeConfig:
     max_iter: int = 1000
     chunk_rows: int = 8192
     random_state: int = 0
+    loo: bool = False
 
 
 class LayerProbe:
@@ -253,11 +257,12 @@ class LayerProbe:
         ----------
         X : (n, d) array, or None with ``train=True`` for the training rows
         train : bool
-            Evaluate the fitted training rows themselves; for ``knn`` this is leave-one-out.
+            Evaluate the fitted training rows themselves (``X`` = those rows); for ``knn`` each row is
+            one of its own k neighbours unless ``config.loo`` (then ``X`` is not needed).
         """
         cfg = self.config
         if name == "knn":
-            if train:
+            if train and (cfg.loo or X is None):
                 _, idx = self.index_.kneighbors(None, cfg.k)
             else:
                 _, idx = self.index_.kneighbors(X, cfg.k)

@@ -27,8 +27,14 @@ is a cross-entropy; :func:`kl_divergence` also accepts soft targets.
 
 Predictions: ``argmax Y^P`` for every model with a label head. V2VS has no label head; its label is
 the majority vote of the labels of its K predicted vectors, each vector's label being the label of
-its nearest *training* sample (exact 1-NN in the standardised feature space over a reference set,
-the training set by default); ties go to the smallest class index.
+its nearest *training* sample (1-NN in the standardised feature space through :mod:`knntools.search`,
+:class:`ReferenceLabeler`, over every training row by default — ``label_bank`` restricts it to a
+random bank, a documented deviation); ties go to the smallest class index.
+
+Deviations from the paper, all off by default (see ``docs/seq2knn.md``): ``label_bank > 0``;
+``memory_labels`` (label embedding in MNkNN memory values); ``attention_scale`` (1/sqrt(hidden) in
+the MNkNN attention); ``memory_draws > 1`` (MNkNN predictions averaged over several memories);
+``include_query=False`` (out-of-core sets S without the query).
 
 kNN targets
 -----------
@@ -240,6 +246,14 @@ def _pair_dist(torch: Any, Q: Any, B: Any, metric: str) -> Any:
     raise InputError(f"unknown metric {metric!r}; expected l2, cosine or ip")
 
 
+def _self_dist(torch: Any, Q: Any, metric: str) -> np.ndarray:
+    """Each row's distance to itself in the metric's units (l2/cosine: 0; ip: −||q||²) → float [n]."""
+    if metric == "ip":
+        return (-(Q * Q).sum(1)).numpy()
+    _pair_dist(torch, Q[:1], Q[:1], metric)  # validates the metric name
+    return np.zeros(len(Q), dtype=np.float32)
+
+
 def merge_topk(dist_a: np.ndarray, idx_a: np.ndarray, dist_b: np.ndarray, idx_b: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
     """Merge two candidate lists per query into the K nearest *distinct* rows (Algorithm 1's update).
 
@@ -283,14 +297,19 @@ def out_of_core_neighbors(
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
     random_state: Any = None,
     return_samples: bool = False,
+    include_query: bool = True,
 ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Approximate K-NN targets from R random batches of B rows (paper §3 "Out-of-Core Models", Algorithm 1).
 
     For each block of ``query_block`` query rows (read once), R batches of B rows are drawn
     uniformly without replacement from ``pool`` (independently per batch, so a row may recur across
-    batches), read, and merged into the running K nearest (:func:`merge_topk`); the query's own
-    row is never its neighbour. Every query thus gets the exact K nearest among the union of its
-    R·B sampled rows. Only one query block and one batch are in memory at a time.
+    batches), read, and merged into the running K nearest (:func:`merge_topk`). Every query thus
+    gets the exact K nearest among the union of its R·B sampled rows, plus itself with
+    ``include_query`` (the paper: "we sample a subset S from the training set (including x)": the
+    query is a candidate of every S, so with l2/cosine its first target is itself, at distance 0).
+    With ``include_query=False`` the query's own row is never its neighbour (a deviation, matching
+    the full targets of :func:`full_neighbors`). Only one query block and one batch are in memory
+    at a time.
 
     Parameters
     ----------
@@ -311,6 +330,8 @@ def out_of_core_neighbors(
     random_state : int, Generator or None
     return_samples : bool, default False
         Also return, per query block, the sorted union of sampled rows (for tests).
+    include_query : bool, default True
+        The query row is in every sampled set S (the paper); False excludes it.
 
     Returns
     -------
@@ -350,15 +371,19 @@ def out_of_core_neighbors(
         Q = torch.from_numpy(tf(take_rows(X, qrows)))
         best_d = np.full((len(qrows), K), np.inf, dtype=np.float32)
         best_i = np.full((len(qrows), K), -1, dtype=np.int64)
+        if include_query:  # x ∈ S: the query is a candidate at its distance to itself
+            d_self = _self_dist(torch, Q, metric)
+            best_d, best_i = merge_topk(best_d, best_i, d_self[:, None].astype(np.float32), qrows[:, None], K)
         seen = []
         for _ in range(batches):
             brows = np.sort(rng.choice(pool, size=B, replace=False))
             Xb = torch.from_numpy(tf(take_rows(X, brows)))
             d = _pair_dist(torch, Q, Xb, metric).numpy()
             cand = np.broadcast_to(brows, d.shape).copy()
-            self_hit = cand == qrows[:, None]
-            d[self_hit] = np.inf
-            cand[self_hit] = -1
+            if not include_query:
+                self_hit = cand == qrows[:, None]
+                d[self_hit] = np.inf
+                cand[self_hit] = -1
             kk = min(K, d.shape[1])
             part = np.argpartition(d, kk - 1, axis=1)[:, :kk]
             best_d, best_i = merge_topk(best_d, best_i, np.take_along_axis(d, part, 1), np.take_along_axis(cand, part, 1), K)
@@ -519,24 +544,31 @@ def _torch_modules() -> Any:
         """MNkNN / MNkNN_VEC (paper §3): an end-to-end memory network with K hops over a memory of
         n training samples; hop t predicts the t-th neighbour.
 
-        Query ``u^1 = B x``; memory keys ``m_i = A x_i``, values ``c_i = C x_i + E y_i`` (the label
-        embedding ``E`` lets a hop read its memory sample's label); per hop
-        ``p = softmax(u·m)``, ``o = sum_i p_i c_i``, ``z_t = H u^t + o^t`` (then BatchNorm, Dropout),
-        ``u^{t+1} = z_t``, ``Y_t^P = softmax((W z_t + b)/tau)`` and, with the vector head,
-        ``X_t^P = W_x relu(T z_t) + b_x``. A, C, E, H are shared across hops (Sukhbaatar et al.).
+        The paper's model (§2.2, §3): query ``u^1 = B x``; memory keys ``m_i = A x_i``, values
+        ``c_i = C x_i``; per hop ``p = softmax(uᵀm)``, ``o = sum_i p_i c_i``, ``z_t = H u^t + o^t``
+        (then BatchNorm, Dropout), ``u^{t+1} = z_t``, ``Y_t^P = softmax((W z_t + b)/tau)`` and, with
+        the vector head, ``X_t^P = W_x relu(T z_t) + b_x``. A, C, H are shared across hops
+        (Sukhbaatar et al.). Two documented deviations, off by default:
 
-        forward(x [n, D], memory_x [m, D], memory_y int64 [m]) → dict as :class:`Seq2KNN`.
+        * ``memory_labels=True``: values ``c_i = C x_i + E y_i`` (a label embedding ``E`` lets a hop
+          read its memory sample's label; the paper's memory holds feature vectors only);
+        * ``attention_scale=True``: ``p = softmax(uᵀm / sqrt(hidden))`` (scaled dot product).
+
+        forward(x [n, D], memory_x [m, D], memory_y int64 [m]) → dict as :class:`Seq2KNN`
+        (``memory_y`` is only read with ``memory_labels``).
         """
 
         def __init__(self, n_features: int, n_classes: int, K: int = 5, hidden: int = 64, tau: float = 0.85,
-                     dropout: float = 0.2, vector_head: bool = True):
+                     dropout: float = 0.2, vector_head: bool = True, memory_labels: bool = False, attention_scale: bool = False):
             super().__init__()
             self.K, self.tau, self.C, self.D = K, tau, n_classes, n_features
             self.label_head, self.vector_head = True, vector_head
+            self.memory_labels, self.attention_scale = bool(memory_labels), bool(attention_scale)
             self.B = nn.Sequential(nn.Linear(n_features, hidden), nn.BatchNorm1d(hidden))
             self.A = nn.Linear(n_features, hidden)
             self.Cm = nn.Linear(n_features, hidden)
-            self.E = nn.Embedding(n_classes, hidden)
+            if self.memory_labels:
+                self.E = nn.Embedding(n_classes, hidden)
             self.H = nn.Linear(hidden, hidden, bias=False)
             self.norm = nn.BatchNorm1d(hidden)
             self.drop = nn.Dropout(dropout)
@@ -547,10 +579,11 @@ def _torch_modules() -> Any:
         def forward(self, x: Any, memory_x: Any, memory_y: Any) -> dict[str, Any]:
             u = self.B(x)
             m = self.A(memory_x)
-            cval = self.Cm(memory_x) + self.E(memory_y)
+            cval = self.Cm(memory_x) + self.E(memory_y) if self.memory_labels else self.Cm(memory_x)
+            scale = 1.0 / math.sqrt(m.shape[1]) if self.attention_scale else 1.0
             probs, vecs = [], []
             for _ in range(self.K):
-                p = torch.softmax(u @ m.T / math.sqrt(m.shape[1]), dim=1)
+                p = torch.softmax((u @ m.T) * scale, dim=1)
                 o = p @ cval
                 z = self.drop(self.norm(self.H(u) + o))
                 probs.append(torch.softmax(self.W_y(z) / self.tau, dim=1))
@@ -586,8 +619,12 @@ def _torch_modules() -> Any:
     return Seq2KNN, MemKNN, FFN
 
 
-def build_model(name: str, n_features: int, n_classes: int, *, K: int = 5, hidden: int = 64, tau: float = 0.85, dropout: float = 0.2) -> Any:
+def build_model(name: str, n_features: int, n_classes: int, *, K: int = 5, hidden: int = 64, tau: float = 0.85, dropout: float = 0.2,
+                memory_labels: bool = False, attention_scale: bool = False) -> Any:
     """Construct one of :data:`MODELS` (or ``"ffn"``, the benchmark) as a ``torch.nn.Module``.
+
+    ``memory_labels`` / ``attention_scale`` (MNkNN models only, default False = the paper's memory
+    network): add a label embedding to the memory values / scale the attention by 1/sqrt(hidden).
 
     Raises
     ------
@@ -603,13 +640,95 @@ def build_model(name: str, n_features: int, n_classes: int, *, K: int = 5, hidde
         return FFN(n_features, n_classes, hidden, dropout)
     name = check_model_name(name)
     if name in MEMORY_MODELS:
-        return MemKNN(n_features, n_classes, K, hidden, tau, dropout, vector_head=name == "mnknn-vec")
+        return MemKNN(n_features, n_classes, K, hidden, tau, dropout, vector_head=name == "mnknn-vec",
+                      memory_labels=memory_labels, attention_scale=attention_scale)
     return Seq2KNN(n_features, n_classes, K, hidden, tau, dropout, label_head=name in LABEL_MODELS, vector_head=name in VECTOR_MODELS)
 
 
 # ---------------------------------------------------------------------------------------------
 # Training and inference
 # ---------------------------------------------------------------------------------------------
+
+
+class SubsetRows:
+    """Rows ``rows`` of a row view (array, :class:`RowView`): ``view[i]`` → ``X[rows[i]]``; nothing is read upfront."""
+
+    def __init__(self, X: Any, rows: np.ndarray):
+        self.X = X
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self.rows), int(X.shape[1]))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        return np.asarray(self.X[self.rows[idx]], dtype=np.float32)
+
+
+class ReferenceLabeler:
+    """Label vectors by their nearest reference row (V2VS inference, paper §3: "finding the labels of
+    out-of-sample feature vectors" among the training samples), through :mod:`knntools.search`.
+
+    Parameters
+    ----------
+    X : ndarray [N, D] float32, :class:`RowView` or :class:`SubsetRows` — standardised rows
+    y : int64 [N] labels of the rows of ``X``
+    rows : int64 array, optional
+        The reference rows of ``X`` (default all): the training rows, or a label bank.
+    backend, metric, **params
+        See :func:`knntools.search.make_index`. An in-memory ``X`` (or any ``backend`` other than
+        ``exact``) is indexed once; a row view with the exact backend is *streamed*: every call reads
+        the reference rows in blocks of ``block_rows`` and merges each block's 1-NN, so the training
+        set is never held whole.
+    block_rows : int, default 65536
+
+    Raises
+    ------
+    InputError
+        No reference rows, or invalid search options.
+    """
+
+    def __init__(self, X: Any, y: np.ndarray, rows: np.ndarray | None = None, *, backend: str = "exact", metric: str = "l2",
+                 block_rows: int = 65536, **params: Any):
+        n = int(X.shape[0])
+        self.rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        if len(self.rows) == 0:
+            raise InputError("V2VS labelling: no reference rows; expected at least one training sample")
+        self.y = np.asarray(y, dtype=np.int64)[self.rows]
+        self.X, self.backend, self.metric, self.params, self.block_rows = X, backend, metric, dict(params), int(block_rows)
+        self.index = None
+        if isinstance(X, np.ndarray) or backend != "exact":
+            from knntools.search import make_index
+
+            data = np.ascontiguousarray(X[self.rows] if isinstance(X, np.ndarray) else
+                                        np.concatenate([np.asarray(X[self.rows[s : s + block_rows]]) for s in range(0, len(self.rows), block_rows)]),
+                                        dtype=np.float32)
+            self.index = make_index(backend, metric=metric, **params).fit(data)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def nearest(self, V: np.ndarray) -> np.ndarray:
+        """Positions (int64 [m], into the reference rows) of the nearest reference row of each vector ``V`` [m, D]."""
+        V = np.ascontiguousarray(V, dtype=np.float32)
+        if len(V) == 0:
+            return np.zeros(0, dtype=np.int64)
+        if self.index is not None:
+            return self.index.kneighbors(V, 1)[1][:, 0]
+        from knntools.search import knn_search
+
+        best_d = np.full(len(V), np.inf)
+        best_i = np.zeros(len(V), dtype=np.int64)
+        for s in range(0, len(self.rows), self.block_rows):
+            block = np.ascontiguousarray(self.X[self.rows[s : s + self.block_rows]], dtype=np.float32)
+            d, i = knn_search(block, V, 1, backend="exact", metric=self.metric, **self.params)
+            better = d[:, 0] < best_d  # strict: ties keep the earlier block (lower row)
+            best_d[better], best_i[better] = d[better, 0], s + i[better, 0]
+        return best_i
+
+    def labels(self, V: np.ndarray) -> np.ndarray:
+        """Label (int64 [m]) of the nearest reference row of each vector ``V`` [m, D]."""
+        return self.y[self.nearest(V)]
 
 
 @dataclass
@@ -623,12 +742,14 @@ class TrainResult:
     best_epoch : int
     best_val_f1 : float
     seconds : float  training wall time
-    bank : (standardised rows float32 [m, D], labels int64 [m]) — up to ``bank_size`` random
-        training rows: the MNkNN memory pool and the V2VS 1-NN reference at inference
+    bank : (standardised rows [m, D] — an array or a :class:`SubsetRows` view —, labels int64 [m]):
+        the training rows (all, or ``label_bank`` random ones): the MNkNN memory pool at inference
+    reference : :class:`ReferenceLabeler` over the same rows (V2VS labelling at inference)
     """
 
     model: Any
-    bank: tuple[np.ndarray, np.ndarray] | None = None
+    bank: tuple[Any, np.ndarray] | None = None
+    reference: Any = None
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_val_f1: float = float("nan")
@@ -646,8 +767,8 @@ def predict(
     name: str,
     memory: tuple[Any, np.ndarray] | None = None,
     memory_size: int = 64,
-    memory_draws: int = 5,
-    reference: tuple[Any, np.ndarray] | None = None,
+    memory_draws: int = 1,
+    reference: Any = None,
     batch_size: int = 1024,
     device: Any = "cpu",
     random_state: Any = 0,
@@ -661,9 +782,12 @@ def predict(
     name : model name (``ffn`` for the benchmark)
     memory : (rows view, labels int64) the memory samples are drawn from (MNkNN models)
     memory_size : int, default 64
-    memory_draws : int, default 5
-        MNkNN: predictions are averaged over this many independent random memories.
-    reference : (standardised features [m, D], labels [m]) used to label V2VS vectors by 1-NN
+    memory_draws : int, default 1
+        MNkNN: one random memory per batch of queries (the paper: "the model takes a query x and
+        random samples x_1 … x_n"); more averages the predictions over that many memories (a
+        deviation that lowers the variance).
+    reference : :class:`ReferenceLabeler`, or (standardised features [m, D], labels [m]) indexed
+        exactly — used to label V2VS vectors by their nearest reference row
     batch_size, device, random_state
 
     Returns
@@ -711,12 +835,9 @@ def predict(
     else:  # V2VS: vote among the 1-NN labels of the predicted vectors
         if reference is None:
             raise InputError("V2VS predictions need a reference set (features, labels) to label its predicted vectors")
-        ref_X, ref_y = reference
-        from knntools.search import knn_search
-
+        labeler = reference if isinstance(reference, ReferenceLabeler) else ReferenceLabeler(reference[0], reference[1])
         V = res["step_vectors"]
-        nn_idx = knn_search(np.ascontiguousarray(ref_X, dtype=np.float32), V.reshape(-1, V.shape[-1]), 1)[1][:, 0]
-        labels = np.asarray(ref_y)[nn_idx].reshape(V.shape[0], V.shape[1])
+        labels = labeler.labels(V.reshape(-1, V.shape[-1])).reshape(V.shape[0], V.shape[1])
         C = int(getattr(model, "C"))
         votes = np.stack([(labels == c).sum(1) for c in range(C)], 1).astype(np.float32)
         res["scores"] = votes / votes.sum(1, keepdims=True)
@@ -751,7 +872,13 @@ def train_model(
     epochs: int = 30,
     batch_size: int = 64,
     memory_size: int = 64,
-    bank_size: int = 4096,
+    label_bank: int | None = 0,
+    memory_labels: bool = False,
+    attention_scale: bool = False,
+    memory_draws: int = 1,
+    backend: str = "exact",
+    metric: str = "l2",
+    search_params: dict[str, Any] | None = None,
     device: Any = "cpu",
     random_state: Any = 0,
     callback: Callable[[dict[str, float]], None] | None = None,
@@ -773,7 +900,16 @@ def train_model(
     epochs : int, default 30
     batch_size : int, default 64   mini-batch size
     memory_size : int, default 64  MNkNN memory n (a new random memory per mini-batch)
-    bank_size : int, default 4096  training rows kept for inference (:attr:`TrainResult.bank`)
+    label_bank : int, default 0
+        Reference rows for inference (validation scoring here, and :attr:`TrainResult.bank` /
+        :attr:`TrainResult.reference`): 0 or None = every training row (the paper: V2VS vectors
+        are labelled against the training set; MNkNN memories are drawn from it); N > 0 = N random
+        training rows (a deviation; 4096 was this module's former fixed bank).
+    memory_labels, attention_scale : bool, default False   MNkNN deviations (see :func:`build_model`)
+    memory_draws : int, default 1   MNkNN memories averaged per prediction (see :func:`predict`)
+    backend, metric, search_params
+        Search used to label V2VS vectors (:class:`ReferenceLabeler`; ``metric`` should be the
+        metric of the kNN targets).
     device, random_state, callback (called with each epoch's history row)
 
     Returns
@@ -795,12 +931,14 @@ def train_model(
         torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
         return _train(name, X, y, n_classes, rng, neighbors=neighbors, train_rows=train_rows, val=val, K=K, hidden=hidden, tau=tau,
                       lam=lam, alpha=alpha, lr=lr, dropout=dropout, epochs=epochs, batch_size=batch_size, memory_size=memory_size,
-                      bank_size=bank_size, device=device, callback=callback)
+                      label_bank=label_bank, memory_labels=memory_labels, attention_scale=attention_scale, memory_draws=memory_draws,
+                      backend=backend, metric=metric, search_params=search_params or {}, device=device, callback=callback)
 
 
 def _train(name: str, X: Any, y: np.ndarray, n_classes: int, rng: np.random.Generator, *, neighbors: Any, train_rows: Any, val: Any,
            K: int, hidden: int, tau: float, lam: float, alpha: float, lr: float, dropout: float, epochs: int, batch_size: int,
-           memory_size: int, bank_size: int, device: Any, callback: Any) -> TrainResult:
+           memory_size: int, label_bank: int | None, memory_labels: bool, attention_scale: bool, memory_draws: int,
+           backend: str, metric: str, search_params: dict[str, Any], device: Any, callback: Any) -> TrainResult:
     import torch
 
     N, D = int(X.shape[0]), int(X.shape[1])
@@ -811,9 +949,16 @@ def _train(name: str, X: Any, y: np.ndarray, n_classes: int, rng: np.random.Gene
         if neighbors is None or neighbors.shape != (len(rows), K):
             got = None if neighbors is None else neighbors.shape
             raise InputError(f"neighbors: shape {got}; expected ({len(rows)}, {K}) kNN-target rows for the training rows")
-    model = build_model(name, D, n_classes, K=K, hidden=hidden, tau=tau, dropout=dropout).to(device)
-    bank_rows = rows if len(rows) <= bank_size else np.sort(rng.choice(rows, bank_size, replace=False))
-    bank = (np.asarray(X[bank_rows], dtype=np.float32), y[bank_rows])
+    model = build_model(name, D, n_classes, K=K, hidden=hidden, tau=tau, dropout=dropout, memory_labels=memory_labels,
+                        attention_scale=attention_scale).to(device)
+    if label_bank is not None and label_bank < 0:
+        raise InputError(f"label_bank={label_bank}: expected 0 (every training row) or a positive number of rows")
+    bank_rows = rows if not label_bank or len(rows) <= label_bank else np.sort(rng.choice(rows, int(label_bank), replace=False))
+    bank_X = np.asarray(X[bank_rows], dtype=np.float32) if isinstance(X, np.ndarray) else SubsetRows(X, bank_rows)
+    bank = (bank_X, y[bank_rows])
+    reference = None
+    if name == "v2vs":  # only V2VS labels its vectors by search; built once, reused every epoch
+        reference = ReferenceLabeler(bank_X, bank[1], backend=backend, metric=metric, **search_params)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     res = TrainResult(model=model)
     best_state, best_key = None, (-1.0, -math.inf)
@@ -853,8 +998,8 @@ def _train(name: str, X: Any, y: np.ndarray, n_classes: int, rng: np.random.Gene
             count += len(pos)
         row = {"epoch": epoch, "loss": total / max(1, count), "seconds": time.perf_counter() - te}
         if val is not None and len(val[1]):
-            pv = predict(model, val[0], name=name, memory=bank, memory_size=memory_size, reference=bank, device=device,
-                         random_state=int(rng.integers(0, 2**31 - 1)))
+            pv = predict(model, val[0], name=name, memory=bank, memory_size=memory_size, memory_draws=memory_draws, reference=reference,
+                         device=device, random_state=int(rng.integers(0, 2**31 - 1)))
             row["val_f1"] = macro_f1(val[1], pv["predictions"], n_classes)
             row["val_accuracy"] = float((pv["predictions"] == val[1]).mean())
             key = (row["val_f1"], -row["loss"])
@@ -870,6 +1015,7 @@ def _train(name: str, X: Any, y: np.ndarray, n_classes: int, rng: np.random.Gene
         model.load_state_dict(best_state)
     model.eval()
     res.bank = bank
+    res.reference = reference
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -932,6 +1078,9 @@ def knn_predict_batch(X: Any, y: np.ndarray, pool: np.ndarray, X_query: np.ndarr
 
 
 CHECKPOINT_FORMAT = "knntools-seq2knn"
+#: Out-of-core runs store at most this many random training rows in the checkpoint (full runs store
+#: the whole reference set: every training row with ``--label-bank 0``).
+CHECKPOINT_BANK_ROWS = 4096
 CHECKPOINT_VERSION = 1
 
 
@@ -987,7 +1136,9 @@ def load_checkpoint(path: Any) -> tuple[Any, dict[str, Any], Standardizer]:
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not a seq2knn checkpoint (format {ck.get('format') if isinstance(ck, dict) else type(ck).__name__!r}); expected one written by `knntools seq2knn`")
     h = ck["hyper"]
-    model = build_model(ck["model"], ck["n_features"], ck["n_classes"], K=int(h["K"]), hidden=int(h["hidden"]), tau=float(h["tau"]), dropout=float(h["dropout"]))
+    # checkpoints written before these options existed used the label embedding and the 1/sqrt(d) scaling
+    model = build_model(ck["model"], ck["n_features"], ck["n_classes"], K=int(h["K"]), hidden=int(h["hidden"]), tau=float(h["tau"]), dropout=float(h["dropout"]),
+                        memory_labels=bool(h.get("memory_labels", True)), attention_scale=bool(h.get("attention_scale", True)))
     model.load_state_dict(ck["state_dict"])
     model.eval()
     scaler = Standardizer(ck["scaler_mean"].numpy(), ck["scaler_std"].numpy())
