@@ -64,7 +64,7 @@ for variant in ${VARIANTS:-true random}; do
   for split in train test; do
     "$K" embed "model_$variant.pt" "${DATA[@]}" --split "$split" --layers all -o "${variant}_$split.h5" --force -q >/dev/null
   done
-  "$K" probe "${variant}_train.h5" "${variant}_test.h5" --layers all --classifiers knn,svm,lr "${PROBE_ARGS[@]}" \
+  "$K" probe "${variant}_train.h5" "${variant}_test.h5" --layers all --classifiers knn,svm,lr --loo "${PROBE_ARGS[@]}" \
       --trained-rows "model_$variant.pt" -o "probe_$variant.h5" --plot "probe_$variant.png" --force --json > "probe_$variant.json"
   # Figures 1, 2, 5 (6 for random labels): the penultimate layer over training
   for ck in "ckpt_$variant"/step-*.pt; do
@@ -73,7 +73,7 @@ for variant in ${VARIANTS:-true random}; do
       "$K" embed "$ck" "${DATA[@]}" --split "$split" --layers penultimate -o "curves_$variant/ckpt_${split}_$step.h5" --force -q >/dev/null
     done
   done
-  "$K" probe --checkpoints "curves_$variant"/ckpt_train_*.h5 --test "curves_$variant"/ckpt_test_*.h5 --layers penultimate \
+  "$K" probe --checkpoints "curves_$variant"/ckpt_train_*.h5 --test "curves_$variant"/ckpt_test_*.h5 --loo --layers penultimate \
       --classifiers knn,svm,lr "${PROBE_ARGS[@]}" --trained-rows "model_$variant.pt" -o "curves_$variant.h5" --plot "curves_$variant.png" --force --json > "curves_$variant.json"
 done
 
