@@ -10,7 +10,7 @@ import typer
 from knntools.cli._errors import handle_errors
 from knntools.cli._options import Device, Force, Json, K, NumThreads, OutputPath, Quiet, Seed, Verbose
 from knntools.cli._output import Output
-from knntools.cli._search_options import Backend, Ef, EfConstruction, HnswM, Metric
+from knntools.cli._search_options import Backend, Ef, EfConstruction, HnswM, Metric, Precision
 
 HELP = """Classify with Deep k-Nearest Neighbors (Papernot & McDaniel 2018) and write p-values, confidence and credibility.
 
@@ -76,6 +76,7 @@ def dknn_cli(
     ef: Ef = None,
     num_threads: NumThreads = 0,
     device: Device = "auto",
+    precision: Precision = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write reliability diagrams (DNN softmax confidence and DkNN credibility vs accuracy) to this PNG.", dir_okay=False)] = None,
     bins: Annotated[int, typer.Option("--bins", min=1, help="Bins of the reliability diagram.")] = 10,
     seed: Seed = 0,
@@ -99,7 +100,7 @@ def dknn_cli(
     if reference:
         p_value, drop_zero_calibration, normalize, center = "plain", True, True, True
     params = search_params(backend, M=M, ef_construction=ef_construction, ef=ef,
-                           num_threads=num_threads or None, seed=seed, device=device)
+                           num_threads=num_threads or None, seed=seed, device=device, precision=precision)
     plan = dk.search_plan(metric, normalize, center)
     check_output_path(output, force)
     if plot is not None:
