@@ -335,7 +335,7 @@ def report(args: argparse.Namespace, what: str, rows: list[dict[str, Any]], peak
             "",
             f"Data: {what}; {nb} base rows, {nq} queries; d != 784 are Gaussian random projections of the same rows.",
             "",
-            "## Exact search (fit + all queries), wall seconds",
+            "## Exact search (fit + all queries): wall seconds (CPU seconds of the process, all threads)",
             "",
             "`peak` is the fastest float32 GEMM measured in this run at this d (numpy's BLAS and torch, same threads); "
             "`bound` = 2·N·Q·d / peak. Ratios: sklearn / knntools and faiss / knntools (higher is better), knntools / bound (lower is better).",
@@ -350,12 +350,16 @@ def report(args: argparse.Namespace, what: str, rows: list[dict[str, Any]], peak
             bound = 2.0 * nb * nq * r["d"] / (pk["peak"] * 1e9)
             ours = t[f"ours_{precs[0]}"]
             sk, fa = t.get("sklearn"), t.get("faiss")
-            cells = [f"{t[f'ours_{p}']:.2f}" for p in precs]
-            extra = [f" ({r['stats'][p].get('certified', '?')}/{r['stats'][p].get('queries', '?')} certified)" if r["stats"].get(p) else "" for p in precs]
-            cells = [c + e for c, e in zip(cells, extra)]
+            c = r["cpu"]
+
+            def cell(name: str) -> str:
+                return f"{t[name]:.2f} ({c[name]:.2f})" if name in t else "–"
+
+            cells = [cell(f"ours_{p}") for p in precs]
+            extra = [f" [{r['stats'][p].get('certified', '?')}/{r['stats'][p].get('queries', '?')} certified]" if r["stats"].get(p) else "" for p in precs]
+            cells = [c_ + e for c_, e in zip(cells, extra)]
             agree = " / ".join(f"{r['agree'][n]:.4f}" if n in r["agree"] else "–" for n in ("sklearn", "faiss"))
-            lines.append(f"| {r['d']} | {r['k']} | " + " | ".join(cells) + f" | {sk:.2f} | " .replace(f"{sk:.2f}", f"{sk:.2f}" if sk else "–") +
-                         (f"{fa:.2f}" if fa else "–") + f" | {bound:.2f} ({pk['numpy']:.0f} / {pk['torch']:.0f}) | "
+            lines.append(f"| {r['d']} | {r['k']} | " + " | ".join(cells) + f" | {cell('sklearn')} | {cell('faiss')} | {bound:.2f} ({pk['numpy']:.0f} / {pk['torch']:.0f}) | "
                          + (f"{sk / ours:.2f}x" if sk else "–") + " | " + (f"{fa / ours:.2f}x" if fa else "–") + f" | {ours / bound:.2f}x | {agree} |")
             tag = f"d = {r['d']}, k = {r['k']}"
             if r["d"] >= 256 and sk:
