@@ -146,3 +146,18 @@ def test_cli_precision_with_hnsw_and_missing_cuda_exit_2(tmp_path):
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         assert len(lines) == 1, proc.stderr
         assert ("--precision" in lines[0]) or ("CUDA is not available" in lines[0])
+
+
+def test_dknn_calibrate_predict_one_pass_equals_two_calls(data):
+    from knntools.methods.dknn import DkNN
+
+    X, Q, _ = data
+    y = (X[:, 0] > np.median(X[:, 0])).astype(np.int64)
+    layers = {"a": X, "b": X[:, :20]}
+    cal = {"a": Q[:40], "b": Q[:40, :20]}
+    test = {"a": Q[40:], "b": Q[40:, :20]}
+    y_cal = (Q[:40, 0] > np.median(X[:, 0])).astype(np.int64)
+    two = DkNN(k=7).fit(layers, y).calibrate(cal, y_cal).predict(test)
+    one = DkNN(k=7).fit(layers, y).calibrate_predict(cal, y_cal, test)
+    np.testing.assert_array_equal(one.p_values, two.p_values)
+    np.testing.assert_array_equal(one.neighbors["a"]["rows"], two.neighbors["a"]["rows"])

@@ -213,6 +213,10 @@ def dknn_cli(
         for name in layer_names:
             t_read = time.perf_counter()
             Q = ev.read_layer(name) if whole_eval or len(eval_rows) == ev.n_samples else _read_rows(ev, name, eval_rows)
+            if not whole_eval:  # calibration rows of the other file join the queries: the training layer is read once
+                Qc = _read_rows(cf, name, cal_rows)
+                Q = np.concatenate([Q.reshape(len(Q), -1), Qc.reshape(len(Qc), -1)])
+                del Qc
             read_s = time.perf_counter() - t_read
             t_s = time.perf_counter()
             dist, rows = model.kneighbors_layer(name, Q)
@@ -222,14 +226,9 @@ def dknn_cli(
                 cal_labels[name] = model.neighbor_labels(rows[cal_rows])
                 dist, rows = dist[eval_rows], rows[eval_rows]
             else:
-                t_r2 = time.perf_counter()
-                Qc = _read_rows(cf, name, cal_rows)
-                read_s += time.perf_counter() - t_r2
-                t_s2 = time.perf_counter()
-                _, crows = model.kneighbors_layer(name, Qc)
-                search_s += time.perf_counter() - t_s2
-                del Qc
-                cal_labels[name] = model.neighbor_labels(crows)
+                n_ev = len(eval_rows)
+                cal_labels[name] = model.neighbor_labels(rows[n_ev:])
+                dist, rows = dist[:n_ev], rows[:n_ev]
             model.release(name)
             neighbors[name] = {"ids": train_ids[rows], "labels": model.neighbor_labels(rows), "distances": dist.astype(np.float32)}
             timing[name] = {"read_s": read_s, "search_s": search_s}
