@@ -448,7 +448,7 @@ class ExactIndex(NeighborIndex):
                 qc = (torch.from_numpy(src.block(q0, q1, out=qbuf)) if self_query else Qt[q0:q1]).to(dev)
                 qa = qa_buf[:s]
                 if low is not None:
-                    qa.copy_(qc * low.q_scale)
+                    qa.copy_(qc.float() * low.q_scale)  # float16 queries: scale in float32 (no subnormal loss)
                     S = low.matmul(torch, qa, xaT)
                     if metric == "l2":
                         S = S.mul_(2.0 / (low.q_scale * low.x_scale)).sub_(x_sq[None, b0:b1])
