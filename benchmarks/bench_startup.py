@@ -92,7 +92,7 @@ def tiny_runs(tmp: Path) -> list[tuple[str, list[str]]]:
         ("info", ["info", f"{t}/train.h5"]),
         ("index", ["index", f"{t}/train.h5", "--layer", "penultimate", "-o", f"{t}/train.hnsw", "--force"]),
         ("dknn", ["dknn", f"{t}/train.h5", f"{t}/test.h5", "-k", "10", "--calibration", "100", "-o", f"{t}/dknn.h5", "--force"]),
-        ("probe", ["probe", f"{t}/train.h5", f"{t}/test.h5", "--layers", "all", "--classifiers", "knn", "-o", f"{t}/probe.h5", "--force"]),
+        ("probe", ["probe", f"{t}/train.h5", "--test", f"{t}/test.h5", "--layers", "all", "--classifiers", "knn", "-o", f"{t}/probe.h5", "--force"]),
     ]
 
 
