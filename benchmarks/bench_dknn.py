@@ -10,7 +10,15 @@ For a pair of activation files (e.g. 60k Fashion-MNIST train / 10k test of the D
    imports), plus the command's own timing breakdown from ``--json``.
 
 The overhead of ``dknn`` over its searches (reading activations, Algorithm 1, writing the output
-file and the plot) is the difference. Run from the repository root::
+file and the plot) is the difference.
+
+3. **FLOP bound** (issue 15): ``sum over layers of 2 * N * Q * d / peak_d``, where ``peak_d`` is the
+   fastest float32 GEMM measured in this run at that layer's width (numpy's BLAS and torch, same
+   threads; :func:`bench_search.measure_peak`). The end-to-end search time and the whole command
+   are printed as ratios to it, with PASS / FALL SHORT against the target (search <= 1.5x).
+
+Benchmark with the BLAS kernel a user gets (``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE``, as
+for ``bench_search.py``). Run from the repository root::
 
     python benchmarks/bench_dknn.py /work/artifacts/fmnist/train.h5 /work/artifacts/fmnist/test.h5 \
         -o docs/results/dknn_bench.json
@@ -40,6 +48,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -86,6 +95,7 @@ def raw_searches(args: argparse.Namespace) -> dict:
             print(f"raw {name:>8s} d={out[name]['dim']:>6d}: fit {t1 - t0:7.2f} s  search {t2 - t1:7.2f} s", file=sys.stderr)
             del index, Q
     out["_total_s"] = sum(v["total_s"] for v in out.values() if isinstance(v, dict))
+    out["_search_s"] = sum(v["search_s"] for v in out.values() if isinstance(v, dict) and "search_s" in v)
     out["_peak_rss_mb_this_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -110,6 +120,41 @@ def end_to_end(args: argparse.Namespace) -> dict:
     print(f"e2e: {wall:.1f} s wall, peak RSS {child.ru_maxrss / 1024:.0f} MB, search {summary['timing_s']['search']:.1f} s, "
           f"accuracy {summary['accuracy']:.4f} (DNN {summary['dnn_accuracy']})", file=sys.stderr)
     return {"command": " ".join(cmd[2:]), "wall_s": wall, "peak_rss_mb": child.ru_maxrss / 1024, "output_bytes": size, "summary": summary}
+
+
+def flop_bound(args: argparse.Namespace) -> dict:
+    """Per layer: 2 N Q d flops and the time they take at the fastest float32 GEMM measured now."""
+    from bench_search import measure_peak
+
+    from knntools.io.h5 import KFile
+
+    out: dict = {"layers": {}}
+    with KFile(args.train, kind="activations") as tr, KFile(args.test, kind="activations") as te:
+        n, q = tr.n_samples, te.n_samples
+        for name in tr.resolve_layers(args.layers):
+            d = tr.layer_dim(name)
+            pk = measure_peak(d, args.num_threads)
+            flops = 2.0 * n * q * d
+            out["layers"][name] = {"dim": d, "flops": flops, "peak_gflops": pk, "bound_s": flops / (pk["peak"] * 1e9)}
+            print(f"bound {name:>8s} d={d:>6d}: {flops / 1e12:.2f} TFLOP at {pk['peak']:.0f} GFLOP/s -> {out['layers'][name]['bound_s']:.2f} s", file=sys.stderr)
+    out["bound_s"] = sum(v["bound_s"] for v in out["layers"].values())
+    out["tflop"] = sum(v["flops"] for v in out["layers"].values()) / 1e12
+    return out
+
+
+def verdicts(res: dict) -> list[str]:
+    """Target lines: search time over the FLOP bound (<= 1.5x), and the whole command's ratio for reference."""
+    b = res["bound"]["bound_s"]
+    lines = []
+    if "e2e" in res:
+        s = res["e2e"]["summary"]["timing_s"]["search"]
+        r = s / b
+        lines.append(f"dknn end to end, search {s:.1f} s / FLOP bound {b:.1f} s = {r:.2f}x (target <= 1.5x) {'PASS' if r <= 1.5 else 'FALL SHORT'}")
+        lines.append(f"dknn end to end, whole command {res['e2e']['wall_s']:.1f} s / FLOP bound = {res['e2e']['wall_s'] / b:.2f}x (reference)")
+    if "raw" in res:
+        r = res["raw"]["_search_s"] / b
+        lines.append(f"raw searches {res['raw']['_search_s']:.1f} s / FLOP bound = {r:.2f}x (target <= 1.5x) {'PASS' if r <= 1.5 else 'FALL SHORT'}")
+    return lines
 
 
 def analyse(path: str) -> dict:
@@ -155,9 +200,13 @@ def main(argv=None) -> None:
                  "loadavg_start": os.getloadavg()}
     if not args.skip_raw:
         res["raw"] = raw_searches(args)
+    res["bound"] = flop_bound(args)
     if not args.skip_e2e:
         res["e2e"] = end_to_end(args)
     res["loadavg_end"] = os.getloadavg()
+    res["targets"] = verdicts(res)
+    for line in res["targets"]:
+        print(line, file=sys.stderr)
     text = json.dumps(res, indent=2)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

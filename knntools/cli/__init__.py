@@ -70,16 +70,22 @@ def _register() -> None:
 _register()
 
 
+#: Flags after which nothing is computed or written (the command line needs no recording).
+_HELP_ONLY = frozenset({"-h", "--help", "--version", "--show-completion", "--install-completion"})
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point: run the app, turn usage errors into one-line messages (exit 2)."""
     from knntools.cli._compat import ClickException, UsageError
     from knntools.cli._errors import error_line
-    from knntools.io import h5
 
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `knntools … --json | head` stays quiet
     args = list(sys.argv[1:] if argv is None else argv)
-    h5.set_command_line(["knntools", *args])
+    if args and not _HELP_ONLY.intersection(args):  # help and version write no file: no numpy/h5py import for them
+        from knntools.io import h5
+
+        h5.set_command_line(["knntools", *args])
     try:
         rv: Any = app(args=args, prog_name="knntools", standalone_mode=False)
     except UsageError as exc:

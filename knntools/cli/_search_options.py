@@ -32,10 +32,12 @@ from knntools.search.names import (
     HNSW_DEFAULT_M,
     HNSW_MIN_EF,
     METRICS,
+    PRECISIONS,
 )
 
 BackendName = Literal[BACKEND_NAMES]  # type: ignore[valid-type]
 MetricName = Literal[METRICS]  # type: ignore[valid-type]
+PrecisionName = Literal[PRECISIONS]  # type: ignore[valid-type]
 
 PANEL = "Neighbour search"
 
@@ -111,6 +113,18 @@ CheckRecall = Annotated[
     ),
 ]
 
+#: ``--precision float32|bfloat16|float16``: arithmetic of the exact backend's scoring GEMM.
+Precision = Annotated[
+    Optional[PrecisionName],
+    typer.Option(
+        "--precision",
+        help="Exact backend: arithmetic of the distance GEMM. 'float32' (default); 'bfloat16' or 'float16' score in low precision, "
+        + "re-rank k*4 candidates in float32 and prove each query's answer (else redo it in float32), so the neighbours are the float32 ones; "
+        + "faster where low-precision matrix products are (GPUs, CPUs with AVX512-BF16/AMX).",
+        rich_help_panel=PANEL,
+    ),
+]
+
 #: Options that only the hnsw backend understands (flag name -> parameter name).
 _HNSW_ONLY = {"--M": "M", "--ef-construction": "ef_construction", "--ef": "ef"}
 
@@ -124,21 +138,29 @@ def search_params(
     num_threads: int | None = None,
     seed: int | None = None,
     device: str | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Turn the shared CLI options into ``make_index(backend, **params)`` keyword arguments.
 
     Options left at ``None`` are omitted (the backend's defaults apply); ``num_threads=0`` means
     all cores. ``seed`` goes to hnsw only
-    (exact search has no randomness); ``device`` goes to exact only (hnswlib runs on CPU).
+    (exact search has no randomness); ``device`` and ``precision`` go to exact only (hnswlib runs
+    on CPU, in float32).
 
     Raises
     ------
     InputError
-        An hnsw-only option (``--M``, ``--ef-construction``, ``--ef``) given with ``--backend exact``.
+        An hnsw-only option (``--M``, ``--ef-construction``, ``--ef``) given with ``--backend exact``;
+        ``--precision`` other than float32 with ``--backend hnsw``; an unknown precision; ``--device
+        cuda`` (or ``mps``) on a machine without one (checked here, before any work).
     """
     given = {"M": M, "ef_construction": ef_construction, "ef": ef}
     params: dict[str, Any] = {}
+    if precision is not None and precision not in PRECISIONS:
+        raise InputError(f"--precision {precision}: not understood; expected one of {', '.join(PRECISIONS)}")
     if backend == "hnsw":
+        if precision not in (None, "float32"):
+            raise InputError(f"--precision {precision}: applies to --backend exact only (hnswlib searches in float32); drop it or use --backend exact")
         params.update({k: v for k, v in given.items() if v is not None})
         if seed is not None:
             params["seed"] = int(seed)
@@ -147,7 +169,13 @@ def search_params(
         if bad:
             raise InputError(f"{', '.join(bad)}: hnsw option(s); expected --backend hnsw (got --backend {backend})")
         if device is not None:
+            if device == "mps" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+                from knntools.search.exact import resolve_device  # imports torch: only for an explicit accelerator
+
+                resolve_device(device)
             params["device"] = device
+        if precision is not None:
+            params["precision"] = precision
     if num_threads:  # None or 0 (the shared --num-threads flag's "all cores") -> backend default
         params["num_threads"] = int(num_threads)
     return params
@@ -168,6 +196,8 @@ __all__ = [
     "IndexPath",
     "Metric",
     "MetricName",
+    "Precision",
+    "PrecisionName",
     "distance_units",
     "search_params",
 ]

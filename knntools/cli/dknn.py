@@ -10,7 +10,7 @@ import typer
 from knntools.cli._errors import handle_errors
 from knntools.cli._options import Device, Force, Json, K, NumThreads, OutputPath, Quiet, Seed, Verbose
 from knntools.cli._output import Output
-from knntools.cli._search_options import Backend, Ef, EfConstruction, HnswM, Metric
+from knntools.cli._search_options import Backend, Ef, EfConstruction, HnswM, Metric, Precision
 
 HELP = """Classify with Deep k-Nearest Neighbors (Papernot & McDaniel 2018) and write p-values, confidence and credibility.
 
@@ -77,6 +77,7 @@ def dknn_cli(
     ef: Ef = None,
     num_threads: NumThreads = 0,
     device: Device = "auto",
+    precision: Precision = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write reliability diagrams (DNN softmax confidence and DkNN credibility vs accuracy) to this PNG.", dir_okay=False)] = None,
     bins: Annotated[int, typer.Option("--bins", min=1, help="Bins of the reliability diagram.")] = 10,
     seed: Seed = 0,
@@ -100,7 +101,7 @@ def dknn_cli(
     if reference:
         p_value, drop_zero_calibration, normalize, center = "plain", True, True, True
     params = search_params(backend, M=M, ef_construction=ef_construction, ef=ef,
-                           num_threads=num_threads or None, seed=seed, device=device)
+                           num_threads=num_threads or None, seed=seed, device=device, precision=precision)
     plan = dk.search_plan(metric, normalize, center)
     check_output_path(output, force)
     if plot is not None:
@@ -217,6 +218,10 @@ def dknn_cli(
         for name in layer_names:
             t_read = time.perf_counter()
             Q = ev.read_layer(name) if whole_eval or len(eval_rows) == ev.n_samples else _read_rows(ev, name, eval_rows)
+            if not whole_eval:  # calibration rows of the other file join the queries: the training layer is read once
+                Qc = _read_rows(cf, name, cal_rows)
+                Q = np.concatenate([Q.reshape(len(Q), -1), Qc.reshape(len(Qc), -1)])
+                del Qc
             read_s = time.perf_counter() - t_read
             t_s = time.perf_counter()
             dist, rows = model.kneighbors_layer(name, Q)
@@ -226,14 +231,9 @@ def dknn_cli(
                 cal_labels[name] = model.neighbor_labels(rows[cal_rows])
                 dist, rows = dist[eval_rows], rows[eval_rows]
             else:
-                t_r2 = time.perf_counter()
-                Qc = _read_rows(cf, name, cal_rows)
-                read_s += time.perf_counter() - t_r2
-                t_s2 = time.perf_counter()
-                _, crows = model.kneighbors_layer(name, Qc)
-                search_s += time.perf_counter() - t_s2
-                del Qc
-                cal_labels[name] = model.neighbor_labels(crows)
+                n_ev = len(eval_rows)
+                cal_labels[name] = model.neighbor_labels(rows[n_ev:])
+                dist, rows = dist[:n_ev], rows[:n_ev]
             model.release(name)
             neighbors[name] = {"ids": train_ids[rows], "labels": model.neighbor_labels(rows), "distances": dist.astype(np.float32)}
             timing[name] = {"read_s": read_s, "search_s": search_s}

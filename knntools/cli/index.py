@@ -10,7 +10,7 @@ import typer
 from knntools.cli._errors import handle_errors
 from knntools.cli._options import Device, Force, Json, K, NumThreads, OptOutputPath, Quiet, Seed, Verbose
 from knntools.cli._output import Output
-from knntools.cli._search_options import Backend, CheckRecall, Ef, EfConstruction, HnswM, IndexPath, Metric, search_params
+from knntools.cli._search_options import Backend, CheckRecall, Ef, EfConstruction, HnswM, IndexPath, Metric, Precision, search_params
 
 HELP = """Build a nearest-neighbour index of one or all layers of an activations or features file, and optionally search it with the rows of a second file.
 
@@ -65,6 +65,7 @@ def index_cli(
     check_recall: CheckRecall = None,
     num_threads: NumThreads = 0,
     device: Device = "auto",
+    precision: Precision = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (hnsw level assignment, --check-recall sample). An hnsw index file is byte-identical for the same seed and data with --num-threads 1; with several threads hnswlib's insertion order varies.")] = 0,
     force: Force = False,
     json_: Json = False,
@@ -113,7 +114,7 @@ def index_cli(
             expected.update({name: value for name, value in (("backend", backend), ("metric", metric)) if name in explicit})
             registry.check_index_matches(index, header, expected)
             backend, metric = header["backend"], header["metric"]
-        build_params = search_params(backend, M=M, ef_construction=ef_construction, ef=ef, num_threads=num_threads, seed=seed, device=device)
+        build_params = search_params(backend, M=M, ef_construction=ef_construction, ef=ef, num_threads=num_threads, seed=seed, device=device, precision=precision)
         if backend == "exact" and query is None:
             raise InputError("--backend exact: exact search has no index to save; give --query FILE -o OUT to search, or use --backend hnsw")
         if save_index and (query is None or index is not None or backend == "exact"):

@@ -642,6 +642,41 @@ class DkNN:
         neigh = self.kneighbors(layers)
         return self.calibrate_from_neighbors({k: v["labels"] for k, v in neigh.items()}, labels)
 
+    def calibrate_predict(self, calibration_layers: Mapping[str, Any], calibration_labels: np.ndarray, layers: Mapping[str, Any]) -> DkNNResult:
+        """:meth:`calibrate` then :meth:`predict`, with one search per layer for both sets of queries.
+
+        The calibration rows and the test rows of a layer are searched together, so the training
+        layer is read (and its index queried) once per layer instead of twice: the cost of
+        :meth:`calibrate` is folded into :meth:`predict`'s pass. Same results as the two calls.
+
+        Parameters
+        ----------
+        calibration_layers : mapping layer -> ndarray (n_cal, d_λ)
+        calibration_labels : ndarray (n_cal,), int
+        layers : mapping layer -> ndarray (n, d_λ)
+
+        Returns
+        -------
+        DkNNResult
+            Of the rows of ``layers`` (``neighbors`` filled).
+        """
+        self._check_fitted()
+        missing = [name for name in self.layers_ if name not in layers or name not in calibration_layers]
+        if missing:
+            raise InputError(f"queries lack layer(s) {', '.join(missing)}; expected every fitted layer ({', '.join(self.layers_)})")
+        cal_neigh: dict[str, np.ndarray] = {}
+        neigh: dict[str, dict[str, np.ndarray]] = {}
+        for name in self.layers_:
+            Qc, Qt = np.asarray(calibration_layers[name]), np.asarray(layers[name])
+            nc = len(Qc)
+            dist, rows = self.kneighbors_layer(name, np.concatenate([Qc.reshape(nc, -1), Qt.reshape(len(Qt), -1)]))
+            cal_neigh[name] = self.neighbor_labels(rows[:nc])
+            neigh[name] = {"rows": rows[nc:], "labels": self.neighbor_labels(rows[nc:]), "distances": dist[nc:]}
+        self.calibrate_from_neighbors(cal_neigh, calibration_labels)
+        res = self.predict_from_neighbors({k: v["labels"] for k, v in neigh.items()})
+        res.neighbors = neigh
+        return res
+
     def predict_from_neighbors(self, neighbor_labels: Mapping[str, np.ndarray]) -> DkNNResult:
         """Algorithm 1, lines 8-14, from precomputed neighbour labels (``neighbors`` left empty)."""
         self._check_fitted()

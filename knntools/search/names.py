@@ -35,3 +35,7 @@ HNSW_DEFAULT_M = 16
 HNSW_DEFAULT_EF_CONSTRUCTION = 200
 #: ``ef`` used at query time when none is set: ``max(HNSW_MIN_EF, 2 * k)``.
 HNSW_MIN_EF = 200
+
+#: Arithmetic of the exact backend's scoring GEMM (``--precision``); the results are float32-exact
+#: whatever the choice (low precision picks candidates that are re-ranked and certified in float32).
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "float16")
