@@ -30,6 +30,8 @@ paired by step) gives the curves of Figures 1, 2 and 5 against the step.
 Scaling: k-NN uses the full layer and all training rows given; SVM and LR are fitted on at most
 --fit-samples rows (seeded, stratified), standardised and PCA-reduced to --pca-dim components for
 wider layers. --max-train / --max-test subsample the rows (seeded) for big or wide layers.
+Each layer is read once and searched through one index per layer; a per-layer timing table
+(read, k-NN train / test search, SVM / LR fit, metrics) is printed and in --json as timing_s.
 
 Reads: activations (layers/<name>, logits, labels, labels_clean).
 Writes: a table file (columns/<name>; one row per step, layer, classifier, split); --plot PNG.
