@@ -215,3 +215,35 @@ def test_cli_trained_rows(activations_pair, tmp_path):
     save_checkpoint(ck, tmp_path / "m9.pt")
     proc = run_cli("probe", train, test, "--trained-rows", tmp_path / "m9.pt", "-o", tmp_path / "q.h5")
     assert proc.returncode == 2 and "model_uuid" in proc.stderr and not (tmp_path / "q.h5").exists()
+
+
+@pytest.mark.parametrize("loo", [False, True])
+def test_cli_knn_votes_brute_force_and_timing(activations_pair, tmp_path, loo):
+    """The probe's k-NN votes (one exact index per layer, each split searched once) equal a numpy brute force,
+    train (--loo / --no-loo) and test; --json carries the per-layer timing table's fields."""
+    import h5py
+
+    from knntools.io.table import read_table
+
+    train, test = activations_pair
+    out = tmp_path / "p.h5"
+    res = run_json("probe", train, test, "--layers", "all", "--classifiers", "knn", "-k", "7",
+                   "--loo" if loo else "--no-loo", "-o", out)
+    cols, _ = read_table(out)
+    with h5py.File(train) as f, h5py.File(test) as g:
+        y, q = f["labels"][()], _softmax(f["logits"][()])
+        yt, qt = g["labels_clean"][()], _softmax(g["logits"][()])
+        for layer in ("layer1", "layer2"):
+            X, Q = f[f"layers/{layer}"][()], g[f"layers/{layer}"][()]
+            for split, P, target, dnn in (("train", reference_knn(X, y, X, 7, 3, loo=loo), y, q),
+                                          ("test", reference_knn(X, y, Q, 7, 3), yt, qt)):
+                m = (cols["layer"] == layer) & (cols["classifier"] == "knn") & (cols["split"] == split)
+                assert cols["accuracy"][m][0] == pytest.approx((P.argmax(1) == target).mean())
+                assert cols["p_same"][m][0] == pytest.approx((P.argmax(1) == dnn.argmax(1)).mean())
+                assert cols["kl"][m][0] == pytest.approx(reference_kl(P, dnn), rel=1e-6)
+    stages = ("read_s", "knn_train_s", "knn_test_s", "svm_fit_s", "lr_fit_s", "metrics_s")
+    t = res["timing_s"]
+    assert t["total"] > 0 and all(t[s[:-2]] >= 0 for s in stages)
+    assert [r["layer"] for r in t["per_layer"]] == res["layers"]
+    for r in t["per_layer"]:
+        assert set(stages) <= set(r) and r["knn_train_s"] > 0 and r["knn_test_s"] > 0 and r["svm_fit_s"] == 0.0

@@ -30,6 +30,8 @@ paired by step) gives the curves of Figures 1, 2 and 5 against the step.
 Scaling: k-NN uses the full layer and all training rows given; SVM and LR are fitted on at most
 --fit-samples rows (seeded, stratified), standardised and PCA-reduced to --pca-dim components for
 wider layers. --max-train / --max-test subsample the rows (seeded) for big or wide layers.
+Each layer is read once and searched through one index per layer; a per-layer timing table
+(read, k-NN train / test search, SVM / LR fit, metrics) is printed and in --json as timing_s.
 
 Reads: activations (layers/<name>, logits, labels, labels_clean).
 Writes: a table file (columns/<name>; one row per step, layer, classifier, split); --plot PNG.
@@ -222,13 +224,15 @@ def probe_cli(
                 q_te = softmax(te.read("logits", None if full_te else r_te), axis=1)
             for name in names:
                 t1 = time.perf_counter()
-                X_tr = tr.read_layer(name, None if full_tr else r_tr)
+                X_tr = tr.read_layer(name, None if full_tr else r_tr)  # each layer read once, both splits
                 X_te = te.read_layer(name, None if full_te else r_te) if te is not None else None
+                read_s = time.perf_counter() - t1
                 lrows, info = pb.probe_layer(X_tr, y_tr, q_tr, X_te, q_te if te is not None else None,
                                              y_te if te is not None else None, clf_list, n_classes, cfg, y_train_clean=y_tr_clean)
                 dt = time.perf_counter() - t1
                 for r in lrows:
                     rows.append({**({"step": step} if checkpoints else {}), "layer": name, "dim": int(X_tr.shape[1]), **r})
+                info["timing_s"] = {"read_s": read_s, **info["timing_s"]}
                 infos.append({"step": step, "layer": name, "dim": int(X_tr.shape[1]), "n_train": int(len(X_tr)),
                               "n_test": int(len(X_te)) if X_te is not None else 0, "time_s": dt, **info})
                 out.detail(f"{'step ' + format(step, 'g') + ' ' if checkpoints else ''}{name}: {dt:.1f}s")
@@ -271,10 +275,17 @@ def probe_cli(
     show = ["step"] if checkpoints else []
     out.table(f"probe ({', '.join(clf_list)}; k={k}) — accuracy / P_SAME / D_KL(M‖DNN)", show + ["layer", "classifier", "split", "accuracy", "p_same", "kl"],
               [tuple(([format(r["step"], "g")] if checkpoints else []) + [r["layer"], r["classifier"], r["split"], r["accuracy"], r["p_same"], r["kl"]]) for r in rows])
+    stages = ["read_s", "knn_train_s", "knn_test_s", "svm_fit_s", "lr_fit_s", "metrics_s"]
+    out.table("per-layer timing (s)", show + ["layer", "dim", "read", "knn train", "knn test", "svm fit", "lr fit", "metrics"],
+              [tuple(([format(i["step"], "g")] if checkpoints else []) + [i["layer"], i["dim"]] + [i["timing_s"][s_] for s_ in stages])
+               for i in infos])
+    timing_s = {"total": elapsed, **{s_[:-2]: float(sum(i["timing_s"][s_] for i in infos)) for s_ in stages},
+                "per_layer": [{"step": i["step"], "layer": i["layer"], "dim": i["dim"], **i["timing_s"]} for i in infos]}
     if memo and any(v is not None for v in memo.values()):
         out.info(f"memorisation (DNN train accuracy = 100 %) first at step(s): {memo}")
     out.info(f"{len(rows)} rows → {output}" + (f", plot → {plot}" if plot else "") + f" ({elapsed:.1f}s)")
     outputs = [str(output)] + ([str(plot)] if plot else [])
     out.result({"command": "probe", "output": str(output), "plot": str(plot) if plot else None, "checkpoints": checkpoints,
                 "n_checkpoints": len(plan), "layers": plan[0][3], "classifiers": clf_list, "k": k,
-                "rows": rows, "layers_info": infos, "memorization_step": memo, "time_s": elapsed}, outputs)
+                "rows": rows, "layers_info": infos, "memorization_step": memo, "time_s": elapsed,
+                "timing_s": timing_s}, outputs)

@@ -36,6 +36,7 @@ Everything here works on arrays; no files, no printing.
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -201,26 +202,33 @@ class LayerProbe:
         self.y_train_ = y
         self.models_: dict[str, Any] = {}
         self.converged_: dict[str, bool] = {}
+        self.fit_time_s_: dict[str, float] = {}
         if "knn" in self.classifiers:
             if cfg.k >= n:
                 raise InputError(f"-k {cfg.k}: must be smaller than the training size ({n} samples)")
             from knntools.search import fit_index
 
+            t0 = time.perf_counter()
             self.index_ = fit_index(cfg.backend, X, metric=cfg.metric, **cfg.search_params)  # sharded input: one index per shard
+            self.fit_time_s_["knn"] = time.perf_counter() - t0
         lin = [c for c in self.classifiers if c in ("svm", "lr")]
         self.pca_ = False
         if lin:
             if len(np.unique(y)) < 2:
                 raise InputError("svm/lr need at least 2 classes among the training labels")
+            t0 = time.perf_counter()
             self.fit_rows_ = stratified_subsample(y, cfg.fit_samples, cfg.random_state)
             Xf = np.asarray(X if len(self.fit_rows_) == n else X[self.fit_rows_], dtype=np.float32)
             yf = y[self.fit_rows_]
             pre = self._preprocessor(d, len(yf)).fit(Xf)
             Z = pre.transform(Xf)
+            self.fit_time_s_["preprocess"] = time.perf_counter() - t0
             for name in lin:
+                t0 = time.perf_counter()
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", ConvergenceWarning)
                     clf = self._classifier(name).fit(Z, yf)
+                self.fit_time_s_[name] = time.perf_counter() - t0
                 self.converged_[name] = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
                 self.models_[name] = (pre, clf)
         return self
@@ -250,6 +258,22 @@ class LayerProbe:
         cv = StratifiedKFold(n_splits=3, shuffle=True, random_state=cfg.random_state)
         return CalibratedClassifierCV(svc, method="sigmoid", cv=cv, ensemble=False)
 
+    def knn_neighbors(self, X: Any = None, *, train: bool = False) -> np.ndarray:
+        """Row indices (n, k) int64 of the ``k`` nearest training rows, from the one fitted index.
+
+        ``train=True`` with ``config.loo`` (or ``X`` None) searches the fitted rows against
+        themselves with each own row excluded (``kneighbors(None, k)``: leave-one-out); otherwise
+        ``X`` is searched as queries (the training rows themselves with ``train=True`` and
+        ``loo=False``: each row among its own neighbours, the paper's k-NN). The search is the search
+        layer's (``config.backend``; ``exact`` is its GEMM engine with grouped top-k).
+        """
+        cfg = self.config
+        if train and (cfg.loo or X is None):
+            _, idx = self.index_.kneighbors(None, cfg.k)
+        else:
+            _, idx = self.index_.kneighbors(X, cfg.k)
+        return idx
+
     def predict_proba(self, name: str, X: Any = None, *, train: bool = False) -> np.ndarray:
         """Class probabilities (n, C) float64 of classifier ``name``.
 
@@ -262,11 +286,7 @@ class LayerProbe:
         """
         cfg = self.config
         if name == "knn":
-            if train and (cfg.loo or X is None):
-                _, idx = self.index_.kneighbors(None, cfg.k)
-            else:
-                _, idx = self.index_.kneighbors(X, cfg.k)
-            return vote_proba(self.y_train_[idx], self.n_classes)
+            return vote_proba(self.y_train_[self.knn_neighbors(X, train=train)], self.n_classes)
         pre, clf = self.models_[name]
         out = np.zeros((X.shape[0], self.n_classes), np.float64)
         cols = np.asarray(clf.classes_, dtype=np.int64)
@@ -307,7 +327,15 @@ def probe_layer(
         One per (classifier incl. ``"dnn"``, split): ``classifier``, ``split`` plus
         :func:`compare` metrics (and ``accuracy_clean``, ``converged`` where relevant).
     info : dict
-        ``pca`` (bool), ``fit_samples`` (rows used for svm/lr), ``converged`` per classifier.
+        ``pca`` (bool), ``fit_samples`` (rows used for svm/lr), ``converged`` per classifier, and
+        ``timing_s``: wall seconds ``knn_train_s`` (index fit + the training split's search),
+        ``knn_test_s`` (the test split's search), ``svm_fit_s`` / ``lr_fit_s`` (fit incl. an even share
+        of the standardisation / PCA), ``metrics_s`` (SVM/LR prediction, votes and :func:`compare`).
+
+    Notes
+    -----
+    One index per layer (``config.backend``, default ``exact``: the search layer's measured GEMM
+    engine) serves both splits; each split is searched once.
     """
     cfg = config or ProbeConfig()
     probe = LayerProbe(classifiers, n_classes, cfg).fit(X_train, y_train)
@@ -315,20 +343,37 @@ def probe_layer(
     splits: list[tuple[str, Any, np.ndarray, np.ndarray | None]] = [("train", X_train, dnn_train, y_train)]
     if X_test is not None:
         splits.append(("test", X_test, dnn_test, y_test))
+    timing = {"knn_train_s": 0.0, "knn_test_s": 0.0, "svm_fit_s": 0.0, "lr_fit_s": 0.0, "metrics_s": 0.0}
+    ft = probe.fit_time_s_
+    timing["knn_train_s"] += ft.get("knn", 0.0)  # index fit (exact: norms / storage) counted with the train search
+    lin = [c for c in probe.classifiers if c in ("svm", "lr")]
+    for name in lin:  # the shared standardisation / PCA split evenly between the linear probes
+        timing[f"{name}_fit_s"] = ft[name] + ft.get("preprocess", 0.0) / len(lin)
     for split, X, dnn, y in splits:
+        t_metrics = time.perf_counter()
         dnn_row = {"classifier": "dnn", "split": split, **compare(dnn, dnn, y), "kl": 0.0}
         if split == "train" and y_train_clean is not None:
             dnn_row["accuracy_clean"] = float((np.asarray(dnn).argmax(1) == y_train_clean).mean())
         rows.append(dnn_row)
         for name in probe.classifiers:
-            proba = probe.predict_proba(name, X, train=(split == "train"))
+            if name == "knn":  # one search per split on the layer's one index, timed apart from the metrics
+                t_s = time.perf_counter()
+                idx = probe.knn_neighbors(X, train=(split == "train"))
+                dt = time.perf_counter() - t_s
+                timing[f"knn_{split}_s"] += dt
+                t_metrics += dt
+                proba = vote_proba(probe.y_train_[idx], probe.n_classes)
+            else:
+                proba = probe.predict_proba(name, X, train=(split == "train"))
             row = {"classifier": name, "split": split, **compare(proba, dnn, y)}
             if split == "train" and y_train_clean is not None:
                 row["accuracy_clean"] = float((proba.argmax(1) == y_train_clean).mean())
             if name in probe.converged_:
                 row["converged"] = bool(probe.converged_[name])
             rows.append(row)
-    info = {"pca": bool(probe.pca_), "fit_samples": int(len(getattr(probe, "fit_rows_", []))), "converged": dict(probe.converged_)}
+        timing["metrics_s"] += time.perf_counter() - t_metrics
+    info = {"pca": bool(probe.pca_), "fit_samples": int(len(getattr(probe, "fit_rows_", []))), "converged": dict(probe.converged_),
+            "timing_s": timing}
     return rows, info
 
 
