@@ -12,7 +12,7 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from knntools.cli import COMMANDS, app
+from knntools.cli import COMMANDS, app, reflow
 
 PAGES = [[]] + [[name] for name, _, _ in COMMANDS]  # the root page, then every command
 WIDTHS = (80, 120)
@@ -60,6 +60,13 @@ def test_ragged_detector_flags_a_hand_wrapped_line() -> None:
     assert ragged_lines(" Join the parts of\n a split.\n", 80) == ["' Join the parts of' -> 'a split.'"]
     assert ragged_lines(" Reads: one file.\n Writes: another.\n", 80) == []
     assert ragged_lines(" Examples:\n\n   knntools merge a.h5\n   b.h5\n", 80) == []
+
+
+def test_reflow_joins_paragraph_lines_only() -> None:
+    text = "First line\nwrapped.\n\nA paragraph\nwrapped by hand.\nReads: a file\nwith rows.\nWrites: b.\n\nExamples:\n\n  knntools x\n  --y\n"
+    assert reflow(text) == ("First line wrapped.\n\nA paragraph wrapped by hand.\nReads: a file with rows.\nWrites: b."
+                            "\n\nExamples:\n\n  knntools x\n  --y")
+    assert reflow(None) is None
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -84,7 +84,7 @@ def reflow(text: Optional[str]) -> Optional[str]:
             continue
         lines: list[str] = []
         for line in para.split("\n"):
-            if lines and line.strip() and not _KEEP_LINE.match(line) and not _KEEP_LINE.match(lines[-1][:1] or "x"):
+            if lines and line.strip() and not _KEEP_LINE.match(line) and not lines[-1][:1].isspace():
                 lines[-1] = f"{lines[-1].rstrip()} {line.strip()}"
             else:
                 lines.append(line.rstrip())
