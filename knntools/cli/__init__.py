@@ -8,6 +8,7 @@ the program on every TAB); command modules import heavy libraries inside their f
 from __future__ import annotations
 
 import importlib
+import re
 import signal
 import sys
 from typing import Any, Optional
@@ -60,11 +61,47 @@ def _root(
     """Composable tools for deep k-nearest-neighbour methods."""
 
 
+#: A line that starts a new line of its own inside a paragraph: indented (an example command or a
+#: table), a list item, or a "Label:" line such as "Reads:" / "Writes:".
+_KEEP_LINE = re.compile(r"^(\s|[-*•] |\$ |[A-Z][A-Za-z /()-]{0,30}:(\s|$))")
+
+
+def reflow(text: Optional[str]) -> Optional[str]:
+    """Join the hand-wrapped lines of each paragraph of a HELP/EPILOG string into one line.
+
+    With ``rich_markup_mode="rich"`` typer keeps single newlines after the first paragraph, so a
+    docstring wrapped by hand at ~100 columns would be re-wrapped by rich into ragged lines. Each
+    paragraph (separated by a blank line) becomes one line that rich flows to the terminal width;
+    a line kept apart by :data:`_KEEP_LINE` (indented examples, list items, "Reads:"/"Writes:")
+    stays on its own line, and a paragraph starting with ``\\b`` is left verbatim.
+    """
+    if not text:
+        return text
+    paragraphs = []
+    for para in text.strip("\n").split("\n\n"):
+        if para.startswith("\b"):
+            paragraphs.append(para)
+            continue
+        lines: list[str] = []
+        for line in para.split("\n"):
+            if lines and line.strip() and not _KEEP_LINE.match(line) and not lines[-1][:1].isspace():
+                lines[-1] = f"{lines[-1].rstrip()} {line.strip()}"
+            else:
+                lines.append(line.rstrip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
 def _register() -> None:
     for name, module_name, func_name in COMMANDS:
         module = importlib.import_module(module_name)
         func = getattr(module, func_name)
-        app.command(name, epilog=getattr(module, "EPILOG", None), help=getattr(module, "HELP", None), no_args_is_help=getattr(module, "NO_ARGS_IS_HELP", False))(func)
+        app.command(
+            name,
+            epilog=reflow(getattr(module, "EPILOG", None)),
+            help=reflow(getattr(module, "HELP", None)),
+            no_args_is_help=getattr(module, "NO_ARGS_IS_HELP", False),
+        )(func)
 
 
 _register()

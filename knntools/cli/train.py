@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from knntools.cli._errors import handle_errors
-from knntools.cli._options import DataDir, DatasetName, Device, Download, Force, Json, LabelColumn, NumThreads, OutputPath, Quiet, Seed, Verbose, Workers
+from knntools.cli._options import BatchSize, DataDir, DatasetName, Device, Download, Force, Json, LabelColumn, NumThreads, OutputPath, Quiet, Seed, Verbose, Workers
 from knntools.cli._output import Output
 
 HELP = """Train a classifier on an image set or a table and write a self-describing checkpoint.
@@ -135,7 +135,7 @@ def train_cli(
     arch: Annotated[str, typer.Option("--arch", help="mlp | lenet | dknn-cnn | resnet20 | wide-resnet | vgg13 | resnet10 | ffn | a torchvision model name.")] = "mlp",
     arch_kwargs: Annotated[Optional[str], typer.Option("--arch-kwargs", help="Architecture kwargs: key=value,… or JSON, e.g. depth=16,widen_factor=4.")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Number of epochs (total, also when resuming).", min=1)] = 10,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.", min=1)] = 128,
+    batch_size: BatchSize = 128,
     optimizer: Annotated[str, typer.Option("--optimizer", help="adam | sgd.")] = "adam",
     lr: Annotated[Optional[float], typer.Option("--lr", help="Initial learning rate (default 1e-3 for adam, 0.1 for sgd).", min=0.0)] = None,
     momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.", min=0.0, max=1.0)] = 0.9,
