@@ -72,3 +72,28 @@ def run_json(*args: str, cwd: str | Path | None = None) -> dict:
     lines = [l for l in proc.stdout.splitlines() if l.strip()]
     assert len(lines) == 1, proc.stdout
     return json.loads(lines[0])
+
+
+def invoke(capsys, *args):
+    """Run ``knntools ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    from knntools.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def ok_json(capsys, *args):
+    """Run ``knntools ARGS --json`` in-process; assert exit 0 and exactly one stdout line; return its JSON."""
+    import json
+
+    code, out, err = invoke(capsys, *args, "--json")
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1, out
+    return json.loads(lines[0])

@@ -12,30 +12,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from knntools.io.h5 import KFile  # noqa: E402
+from conftest import invoke, ok_json  # noqa: E402
 
 torch.set_num_threads(1)
-
-
-def invoke(capsys, *args):
-    """Run ``knntools ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    from knntools.cli import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def ok_json(capsys, *args):
-    code, out, err = invoke(capsys, *args, "--json")
-    assert code == 0, err
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert len(lines) == 1, out
-    return json.loads(lines[0])
 
 
 @pytest.fixture(scope="module")

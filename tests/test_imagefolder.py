@@ -19,6 +19,7 @@ Image = pytest.importorskip("PIL.Image")
 from knntools.errors import InputError  # noqa: E402
 from knntools.io import datasets as dsets  # noqa: E402
 from knntools.io.h5 import KFile  # noqa: E402
+from conftest import invoke, ok_json  # noqa: E402
 
 CLASSES = ["cat", "dog", "owl"]
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]
@@ -40,25 +41,6 @@ def folder(tmp_path_factory) -> Path:
     _write_split(d / "train", 8, 0)
     _write_split(d / "test", 4, 1)
     return d
-
-
-def invoke(capsys, *args):
-    from knntools.cli import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def ok_json(capsys, *args):
-    code, out, err = invoke(capsys, *args, "--json")
-    assert code == 0, err
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def test_split_layout_order_and_errors(folder, tmp_path):

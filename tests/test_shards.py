@@ -20,30 +20,11 @@ torch = pytest.importorskip("torch")
 from knntools.errors import InputError  # noqa: E402
 from knntools.io.h5 import KFile  # noqa: E402
 from knntools.io.shards import part_path, set_parts  # noqa: E402
+from conftest import invoke, ok_json  # noqa: E402
 
 torch.set_num_threads(1)
 
 DATASETS = ("layers/fc1", "logits", "labels", "labels_clean", "ids")
-
-
-def invoke(capsys, *args):
-    """Run ``knntools ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    from knntools.cli import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def ok_json(capsys, *args):
-    code, out, err = invoke(capsys, *args, "--json")
-    assert code == 0, err
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def fails_one_line(capsys, *args, code=2, match=None):

@@ -165,41 +165,29 @@ def parts_of(X: Any) -> list[ShardPart] | None:
 
 
 def _virtual_parts(ds: Any) -> list[ShardPart] | None:
-    """Expand a virtual dataset into the source datasets of its row blocks (None if not row blocks of whole datasets)."""
+    """The part datasets behind one layer of a knntools set, in row order (``None`` for one part).
+
+    The parts come from the set's ``parts`` attribute (:func:`knntools.io.shards.set_parts`, the
+    same record :class:`knntools.io.h5.KFile` checks when it opens the set); each part's dataset of
+    the same name holds the set's rows ``[row_start, row_stop)``.
+    """
     import h5py
 
-    dcpl = ds.id.get_create_plist()
-    base_dir = Path(ds.file.filename).parent
-    blocks = []
-    for j in range(dcpl.get_virtual_count()):
-        vspace, sspace = dcpl.get_virtual_vspace(j), dcpl.get_virtual_srcspace(j)
-        if sspace.get_select_type() != h5py.h5s.SEL_ALL or vspace.get_select_type() != h5py.h5s.SEL_HYPERSLABS:
-            return None
-        hyper = vspace.get_select_hyper_blocklist()
-        if len(hyper) != 1:
-            return None
-        lo, hi = hyper[0]
-        if any(int(a) != 0 or int(b) != n - 1 for a, b, n in zip(lo[1:], hi[1:], ds.shape[1:])):
-            return None  # a block that does not span every column
-        fname, dname = dcpl.get_virtual_filename(j), dcpl.get_virtual_dsetname(j)
-        blocks.append((int(lo[0]), int(hi[0]) + 1, fname, dname))
-    if len(blocks) < 2:
+    from knntools.io.shards import set_parts
+
+    infos = set_parts(ds.file.filename)
+    if len(infos) < 2:
         return None
-    blocks.sort()
     parts = []
-    for start, stop, fname, dname in blocks:
-        if fname == ".":
-            f = ds.file
-        else:
-            path = Path(fname) if os.path.isabs(fname) else base_dir / fname
-            try:
-                f = h5py.File(path, "r")
-            except OSError as exc:
-                raise InputError(f"{ds.file.filename}: {ds.name.lstrip('/')}: shard {path} is not readable ({str(exc).splitlines()[0][:100]}); expected every part of the set beside it") from None
-        src = f[dname]
-        if src.shape[0] != stop - start:
-            raise InputError(f"{f.filename}: {dname} has {src.shape[0]} rows but the set maps rows [{start}, {stop}) to it; expected {stop - start}")
-        parts.append(ShardPart(src, start, source_name(src, str(fname))))
+    for info in infos:
+        try:
+            f = h5py.File(info.path, "r")
+        except OSError as exc:
+            raise InputError(f"{ds.file.filename}: {ds.name.lstrip('/')}: shard {info.path} is not readable ({str(exc).splitlines()[0][:100]}); expected every part of the set beside it") from None
+        src = f[ds.name]
+        if src.shape[0] != info.n_rows:
+            raise InputError(f"{f.filename}: {ds.name.lstrip('/')} has {src.shape[0]} rows but the set maps rows [{info.row_start}, {info.row_stop}) to it; expected {info.n_rows}")
+        parts.append(ShardPart(src, info.row_start, source_name(src, str(info.path))))
     check_contiguous([(p.row_start, p.row_stop) for p in parts], [p.name for p in parts], int(ds.shape[0]))
     return parts
 

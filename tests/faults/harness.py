@@ -230,8 +230,7 @@ def build_inputs(g: Path) -> dict[str, Path]:
 
     p["wider.h5"] = copy_with(p["te.h5"], g / "wider.h5", wider)
     p["kind_labels.h5"] = p["lab.h5"]
-    with open(g / "empty.csv", "w"):
-        pass
+    (g / "empty.csv").write_text("")
     p["empty.csv"] = g / "empty.csv"
     (g / "nonnum.csv").write_text("a,b,y\n1.0,x,0\n2.0,y,1\n3.0,z,0\n4.0,w,1\n")
     p["nonnum.csv"] = g / "nonnum.csv"
