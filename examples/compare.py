@@ -67,6 +67,20 @@ class Runner:
     # -- provenance -------------------------------------------------------------------------
     @staticmethod
     def info(paths: list[Path]) -> list[dict[str, Any]]:
+        """What ``knntools info --json`` reports for ``paths`` ([] when a file cannot be read).
+
+        In this process when knntools imports here (the same function the command calls, without a
+        second interpreter's start-up per step), else through the command itself.
+        """
+        try:
+            from knntools.cli.info import describe
+        except ImportError:
+            describe = None
+        if describe is not None:
+            try:
+                return json.loads(json.dumps([describe(Path(p)) for p in paths], default=str))
+            except Exception:  # noqa: BLE001 - unreadable or foreign file: not current
+                return []
         proc = subprocess.run([*knntools_cmd(), "info", "--json", *map(str, paths)], capture_output=True, text=True)
         if proc.returncode != 0:
             return []

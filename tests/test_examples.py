@@ -55,3 +55,32 @@ def test_compare_toy_and_resume_by_provenance(tmp_path):
     third = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path)
     s3 = json.loads(third.stdout.strip().splitlines()[-1])
     assert s3["steps_run"] == 1 and s3["steps_reused"] == 9
+
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.examples
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="dataset-fashion-mnist not installed")
+def test_memorisation_toy_runs_and_resumes(tmp_path):
+    """The memorisation study at toy size: every method's column is filled from its command's summary,
+    the figures are written, and a re-run reuses every step by provenance."""
+    env = _env(tmp_path)
+    cmd = [sys.executable, str(ROOT / "examples" / "memorisation.py"), "--toy", "--data-dir", str(FMNIST), "--out", str(tmp_path / "mem")]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    s1 = json.loads(first.stdout.strip().splitlines()[-1])
+    (row,) = s1["rows"]
+    assert row["setting"] == "permute32" and abs(row["labels_changed"] - 0.32 * 0.9) < 0.02  # permuted rows keep their label 1 in 10 times
+    for key in ("dnn", "knn", "knn_1", "dknn", "lasenn", "knet", "p_same_penultimate"):
+        assert 0.0 <= row[key] <= 1.0, (key, row)
+    assert row["lasenn_w_q"] is not None and row["knet_k"] is not None and row["knn_val_k"] is not None
+    for name in ("results.md", "results.csv", "layers.csv", "curves.csv", "accuracy_vs_noise.png", "gain_vs_noise.png",
+                 "p_same_over_training.png"):
+        assert (tmp_path / "mem" / name).stat().st_size > 0, name
+    steps = {line.split(",")[1] for line in (tmp_path / "mem" / "curves.csv").read_text().splitlines()[1:]}
+    assert steps == {"16.0", "32.0"}, steps  # the step checkpoints, named by their optimizer step
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path)
+    s2 = json.loads(second.stdout.strip().splitlines()[-1])
+    assert s2["steps_run"] == 0 and s2["steps_reused"] == s1["steps_run"], second.stderr[-2000:]
+    assert s2["rows"] == s1["rows"]
