@@ -731,6 +731,26 @@ class KFile:
         arr = self.read(self.layer_path(name), rows, dtype=dtype)
         return arr.reshape(len(arr), -1)
 
+    def read_layer_rows(self, name: str, rows: Any) -> np.ndarray:
+        """Rows ``rows`` (sorted int array) of layer ``name`` as finite float32 [len(rows), d], read in row blocks.
+
+        Streams the layer in blocks of about 64 MiB and keeps only the wanted rows (h5py fancy
+        indexing with thousands of indices is slow, and reading the whole layer first would double
+        the memory); contiguous rows are one slice.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # contiguous: one slice
+            return self.read_layer(name, slice(int(rows[0]), int(rows[-1]) + 1))
+        d = self.layer_dim(name)
+        out = np.empty((len(rows), d), np.float32)
+        step = max(256, (64 << 20) // (4 * max(1, d)))
+        pos = 0
+        for start, block in self.iter_rows(self.layer_path(name), step, dtype=np.float32):
+            sel = rows[(rows >= start) & (rows < start + len(block))]
+            out[pos : pos + len(sel)] = block.reshape(len(block), -1)[sel - start]
+            pos += len(sel)
+        return out
+
 
 def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
