@@ -8,7 +8,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from knntools.cli._errors import handle_errors
-from knntools.cli._options import Device, Force, Json, K, NumThreads, OutputPath, Quiet, Seed, Verbose
+from knntools.cli._options import Device, Force, Json, K, Layers, NumThreads, OutputPath, Quiet, Seed, Verbose
 from knntools.cli._output import Output
 from knntools.cli._search_options import Backend, Ef, EfConstruction, HnswM, Metric, Precision
 
@@ -31,35 +31,13 @@ EPILOG = """Examples:
 """
 
 
-def _read_rows(kf, name: str, rows):
-    """Rows ``rows`` (sorted int array) of layer ``name`` as float32 [len(rows), d], read in row blocks.
-
-    Streams the layer in blocks and keeps only the wanted rows (h5py fancy indexing with thousands
-    of indices is slow, and reading the whole layer first would double the memory).
-    """
-    import numpy as np
-
-    rows = np.asarray(rows, dtype=np.int64)
-    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # contiguous: one slice
-        return kf.read_layer(name, slice(int(rows[0]), int(rows[-1]) + 1))
-    d = kf.layer_dim(name)
-    out = np.empty((len(rows), d), np.float32)
-    step = max(256, (64 << 20) // (4 * max(1, d)))
-    pos = 0
-    for start, block in kf.iter_rows(kf.layer_path(name), step, dtype=np.float32):
-        sel = rows[(rows >= start) & (rows < start + len(block))]
-        out[pos : pos + len(sel)] = block.reshape(len(block), -1)[sel - start]
-        pos += len(sel)
-    return out
-
-
 @handle_errors("dknn")
 def dknn_cli(
     train: Annotated[Path, typer.Argument(metavar="TRAIN", help="Training activations (`knntools embed --split train`); its `labels` are the neighbour labels.", dir_okay=False)],
     evaluate: Annotated[Path, typer.Argument(metavar="EVAL", help="Activations to classify (e.g. the test set or an FGSM test set), same model.", dir_okay=False)],
     output: OutputPath,
     k: K = 75,
-    layers: Annotated[str, typer.Option("--layers", help="Layers searched: 'all' (hidden layers + logits), 'hidden', or names, e.g. conv2,conv3,logits.")] = "all",
+    layers: Layers = "all",
     calibration: Annotated[int, typer.Option("--calibration", min=1, help="Calibration set size |A| (held out of the evaluation).")] = 750,
     calibration_mode: Annotated[Literal["first", "stratified"], typer.Option("--calibration-mode", help="Which rows calibrate: the first N, or a class-stratified random sample (--seed).")] = "first",
     calibration_file: Annotated[Optional[Path], typer.Option("--calibration-file", help="Take the calibration rows from this activations file instead of EVAL (e.g. clean test.h5 for an FGSM EVAL).", dir_okay=False)] = None,
@@ -86,14 +64,11 @@ def dknn_cli(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    import resource
+    import contextlib
     import time
 
-    import numpy as np
-
     from knntools.cli._search_options import search_params
-    from knntools.errors import InputError
-    from knntools.io.h5 import KFile, check_output_path, check_same_source
+    from knntools.io.h5 import KFile
     from knntools.methods import dknn as dk
 
     t_start = time.perf_counter()
@@ -102,247 +77,119 @@ def dknn_cli(
         p_value, drop_zero_calibration, normalize, center = "plain", True, True, True
     params = search_params(backend, M=M, ef_construction=ef_construction, ef=ef,
                            num_threads=num_threads or None, seed=seed, device=device, precision=precision)
-    plan = dk.search_plan(metric, normalize, center)
+    dk.search_plan(metric, normalize, center)  # validates the metric before any file is read
+    _check_outputs(output, plot, force)
+    with contextlib.ExitStack() as stack:
+        tr, ev = KFile(train, kind="activations"), KFile(evaluate, kind="activations")
+        cf = KFile(calibration_file, kind="activations") if calibration_file is not None else None
+        progress: dict = {}
+
+        def on_start(run: "dk.DkNNRun") -> None:
+            _report_start(out, run, k, calibration_mode, tr, ev, cf)
+            progress["advance"] = stack.enter_context(out.progress("layers", total=len(run.layers)))
+
+        def on_layer(name: str, t: dict) -> None:
+            out.detail(f"{name}: d={tr.layer_dim(name)} read {t['read_s']:.2f} s, search {t['search_s']:.2f} s")
+            progress["advance"](1, layer=name)
+
+        run = dk.run_dknn(tr, ev, calibration_file=cf, layers=layers, k=k, calibration=calibration, calibration_mode=calibration_mode,
+                          calibrate_on_attacked=calibrate_on_attacked, backend=backend, metric=metric, normalize=normalize, center=center,
+                          p_value=p_value, drop_zero_calibration=drop_zero_calibration, search_params=params, indexes=index or (),
+                          seed=seed, on_start=on_start, on_layer=on_layer)
+    config = {"k": k, "backend": backend, "metric": metric, "normalize": normalize, "center": center, "p_value": p_value,
+              "drop_zero_calibration": drop_zero_calibration, "calibration": calibration, "calibration_mode": calibration_mode,
+              "search_params": params, "bins": bins, "seed": seed}
+    t_write = time.perf_counter()
+    _write(run, config, output, plot, force, tr, ev, cf, evaluate)
+    _report_end(out, run, config, output, plot, tr, time.perf_counter() - t_write, time.perf_counter() - t_start)
+
+
+def _check_outputs(output: Path, plot: Optional[Path], force: bool) -> None:
+    from knntools.errors import InputError
+    from knntools.io.h5 import check_output_path
+
     check_output_path(output, force)
     if plot is not None:
         check_output_path(plot, force)
         if plot.resolve() == output.resolve():
             raise InputError(f"--plot {plot}: same path as --output; expected a different file")
-    # One-time validation of every input before any heavy work.
-    tr = KFile(train, kind="activations")
-    ev = KFile(evaluate, kind="activations")
-    cf = KFile(calibration_file, kind="activations") if calibration_file is not None else None
-    layer_names = tr.resolve_layers(layers)
-    check_same_source(tr, ev, layer_names)
-    if cf is not None:
-        check_same_source(tr, cf, layer_names)
-    for kf in (ev, cf):
-        if kf is not None and tr.n_classes and kf.n_classes and tr.n_classes != kf.n_classes:
-            raise InputError(f"{kf.path}: {kf.n_classes} classes but {tr.path} has {tr.n_classes}; expected the same classes")
-    y_train = tr.read_labels("labels")
-    n_train = len(y_train)
-    n_classes = tr.n_classes or int(y_train.max()) + 1
-    if k > n_train:
-        raise InputError(f"{tr.path}: -k {k} is larger than the training set ({n_train} samples); expected k <= {n_train}")
-    truth_name = "labels_clean" if ev.has("labels_clean") else "labels"
-    y_eval_all = ev.read_labels(truth_name)
-    ids_eval_all = ev.read("ids") if ev.has("ids") else np.arange(ev.n_samples, dtype=np.int64)
-    if y_eval_all.size and y_eval_all.max() >= n_classes:
-        raise InputError(f"{ev.path}: {truth_name} go up to {y_eval_all.max()}; expected labels in [0, {n_classes}) like {tr.path}")
 
-    # Calibration rows and the evaluated rows.
-    n_excluded = 0
-    ev_attack = ev.attrs.get("attack")
-    if cf is None and ev_attack not in (None, "", "none") and not calibrate_on_attacked:
-        raise InputError(f"{ev.path}: attribute attack = {ev_attack!r}: calibrating on adversarial rows is refused (the paper holds out clean "
-                         f"test data); expected --calibration-file CLEAN.h5 (or --calibrate-on-attacked to force it)")
-    if cf is None:
-        if calibration >= ev.n_samples:
-            raise InputError(f"{ev.path}: --calibration {calibration} is >= the {ev.n_samples} rows of the evaluated file; "
-                             f"expected fewer (calibration rows are held out of the evaluation)")
-        cal_rows = dk.select_calibration(y_eval_all, calibration, calibration_mode, n_classes=n_classes, random_state=seed)
-        mask = np.ones(ev.n_samples, bool)
-        mask[cal_rows] = False
-        eval_rows = np.flatnonzero(mask)
-        cal_truth_name = truth_name
-        y_cal = y_eval_all[cal_rows]
-        ids_cal = ids_eval_all[cal_rows]
-        cal_source = str(ev.path)
-    else:
-        cal_truth_name = "labels_clean" if cf.has("labels_clean") else "labels"
-        y_cal_all = cf.read_labels(cal_truth_name)
-        if calibration > cf.n_samples:
-            raise InputError(f"{cf.path}: --calibration {calibration} is larger than its {cf.n_samples} rows; expected at most {cf.n_samples}")
-        cal_rows = dk.select_calibration(y_cal_all, calibration, calibration_mode, n_classes=n_classes, random_state=seed)
-        y_cal = y_cal_all[cal_rows]
-        ids_cal_all = cf.read("ids") if cf.has("ids") else np.arange(cf.n_samples, dtype=np.int64)
-        ids_cal = ids_cal_all[cal_rows]
-        same_split = cf.uuid == ev.uuid or (
-            cf.attrs.get("dataset") is not None and cf.attrs.get("dataset") == ev.attrs.get("dataset")
-            and cf.attrs.get("split") is not None and cf.attrs.get("split") == ev.attrs.get("split"))
-        mask = ~np.isin(ids_eval_all, ids_cal) if same_split else np.ones(ev.n_samples, bool)
-        eval_rows = np.flatnonzero(mask)
-        n_excluded = int(ev.n_samples - len(eval_rows))
-        cal_source = str(cf.path)
-    if len(eval_rows) == 0:
-        raise InputError(f"{ev.path}: no rows left to evaluate after holding out the {calibration} calibration samples; expected a larger file or a smaller --calibration")
-    if truth_name != "labels_clean" or cal_truth_name != "labels_clean":
-        out.detail(f"ground truth: {truth_name} of {ev.path}" + (f", {cal_truth_name} of {cf.path}" if cf is not None else ""))
 
-    # Prebuilt indexes: validate the headers now, load them after all validation.
-    index_paths: dict[str, Path] = {}
-    if index:
-        from knntools.search import read_index_header
-        from knntools.search.registry import check_index_matches
+def _report_start(out: Output, run, k: int, calibration_mode: str, tr, ev, cf) -> None:
+    if run.truth_name != "labels_clean" or run.calibration_truth_name != "labels_clean":
+        out.detail(f"ground truth: {run.truth_name} of {ev.path}" + (f", {run.calibration_truth_name} of {cf.path}" if cf is not None else ""))
+    out.info(f"[bold]dknn[/bold] k={k} on {len(run.layers)} layer(s) {', '.join(run.layers)}: {run.n_train} training rows, "
+             f"{len(run.split.eval_rows)} evaluated, {len(run.split.rows)} calibration ({calibration_mode} of {run.calibration_source})")
 
-        for spec in index:
-            layer_given, _, path_text = spec.partition("=") if "=" in spec else ("", "", spec)
-            ipath = Path(path_text)
-            head = read_index_header(ipath)
-            layer_name = layer_given or (head.get("metadata") or {}).get("layer")
-            if not layer_name:
-                raise InputError(f"--index {spec}: the index does not record its layer; expected LAYER=PATH")
-            if layer_name not in layer_names:
-                raise InputError(f"--index {spec}: layer '{layer_name}' is not among the searched layers ({', '.join(layer_names)})")
-            if plan.materialize:
-                raise InputError(f"--index {spec}: prebuilt indexes hold raw activations, but --center with --metric {metric} searches transformed ones; drop --index or --center")
-            expected = {"source_uuid": tr.uuid, "layer": layer_name, "metric": plan.metric, "n_samples": n_train}
-            if head.get("metric") != plan.metric:
-                why = " (--normalize with --metric l2 searches the raw activations by cosine)" if plan.distance == "cos_to_l2" else ""
-                raise InputError(f"{ipath}: index metric is {head.get('metric')!r} but dknn searches {layer_name} with {plan.metric!r}{why}; "
-                                 f"rebuild it with `knntools index {tr.path} --layer {layer_name} --metric {plan.metric}` or change --normalize/--metric")
-            check_index_matches(ipath, head, expected)
-            index_paths[layer_name] = ipath
 
-    out.info(f"[bold]dknn[/bold] k={k} on {len(layer_names)} layer(s) {', '.join(layer_names)}: {n_train} training rows, "
-             f"{len(eval_rows)} evaluated, {len(cal_rows)} calibration ({calibration_mode} of {cal_source})")
-
-    # Heavy work: one layer at a time.
-    from knntools.search import load_index
-
-    if backend == "exact":
-        import torch  # noqa: F401  (imported here so its import time is not counted as search time)
-
-    t0 = time.perf_counter()
-    prebuilt = {name: load_index(p) for name, p in index_paths.items()}
-    t_load_index = time.perf_counter() - t0
-    model = dk.DkNN(k, backend=backend, metric=metric, normalize=normalize, center=center, p_value=p_value,
-                    drop_zero_calibration=drop_zero_calibration, search_params=params)
-    model.fit({name: tr.layer(name) for name in layer_names}, y_train, n_classes=n_classes, indexes=prebuilt, build=False)
-    train_ids = tr.read("ids") if tr.has("ids") else np.arange(n_train, dtype=np.int64)
-    cal_labels: dict[str, np.ndarray] = {}
-    neighbors: dict[str, dict[str, np.ndarray]] = {}
-    timing: dict[str, dict[str, float]] = {}
-    whole_eval = cf is None  # calibration and evaluated rows together are the whole file: one search
-    with out.progress("layers", total=len(layer_names)) as advance:
-        for name in layer_names:
-            t_read = time.perf_counter()
-            Q = ev.read_layer(name) if whole_eval or len(eval_rows) == ev.n_samples else _read_rows(ev, name, eval_rows)
-            if not whole_eval:  # calibration rows of the other file join the queries: the training layer is read once
-                Qc = _read_rows(cf, name, cal_rows)
-                Q = np.concatenate([Q.reshape(len(Q), -1), Qc.reshape(len(Qc), -1)])
-                del Qc
-            read_s = time.perf_counter() - t_read
-            t_s = time.perf_counter()
-            dist, rows = model.kneighbors_layer(name, Q)
-            search_s = time.perf_counter() - t_s
-            del Q
-            if whole_eval:
-                cal_labels[name] = model.neighbor_labels(rows[cal_rows])
-                dist, rows = dist[eval_rows], rows[eval_rows]
-            else:
-                n_ev = len(eval_rows)
-                cal_labels[name] = model.neighbor_labels(rows[n_ev:])
-                dist, rows = dist[:n_ev], rows[:n_ev]
-            model.release(name)
-            neighbors[name] = {"ids": train_ids[rows], "labels": model.neighbor_labels(rows), "distances": dist.astype(np.float32)}
-            timing[name] = {"read_s": read_s, "search_s": search_s}
-            out.detail(f"{name}: d={tr.layer_dim(name)} read {read_s:.2f} s, search {search_s:.2f} s")
-            advance(1, layer=name)
-
-    model.calibrate_from_neighbors(cal_labels, y_cal)
-    res = model.predict_from_neighbors({name: neighbors[name]["labels"] for name in layer_names})
-    y_eval = y_eval_all[eval_rows]
-    correct = res.predictions == y_eval
-
-    dnn_pred = dnn_conf = None
-    if ev.has("logits"):
-        from knntools.utils import softmax
-
-        logits = ev.read("logits", dtype=np.float32)[eval_rows]
-        dnn_pred = logits.argmax(axis=1).astype(np.int64)
-        dnn_conf = softmax(logits).max(axis=1)
-    dnn_correct = None if dnn_pred is None else dnn_pred == y_eval
-
-    def mean_or_none(a: np.ndarray) -> float | None:
-        return float(a.mean()) if a.size else None
-
-    metrics = {
-        "accuracy": float(correct.mean()),
-        "dnn_accuracy": None if dnn_correct is None else float(dnn_correct.mean()),
-        "mean_credibility": float(res.credibility.mean()),
-        "mean_credibility_correct": mean_or_none(res.credibility[correct]),
-        "mean_credibility_wrong": mean_or_none(res.credibility[~correct]),
-        "mean_confidence": float(res.confidence.mean()),
-        "dnn_mean_softmax_confidence": None if dnn_conf is None else float(dnn_conf.mean()),
-        "agreement_with_dnn": None if dnn_pred is None else float((dnn_pred == res.predictions).mean()),
-        "n_evaluated": int(len(eval_rows)),
-        "calibration_size": int(len(cal_rows)),
-        "calibration_scores_kept": int(len(model.calibration_scores_)),
-        "calibration_excluded_from_eval": n_excluded,
-    }
-    param_attrs = {
-        "k": k, "layers": layer_names, "backend": backend, "metric": metric, "search_metric": plan.metric,
-        "normalize": normalize, "center": center, "p_value": p_value, "drop_zero_calibration": drop_zero_calibration,
-        "calibration": calibration, "calibration_mode": calibration_mode, "calibration_source": cal_source,
-        "ground_truth": truth_name, "search_params": params, "indexes": {n: str(p) for n, p in index_paths.items()}, "bins": bins,
-    }
-
-    # Outputs, atomically (nothing is left behind on failure).
+def _write(run, config: dict, output: Path, plot: Optional[Path], force: bool, tr, ev, cf, evaluate: Path) -> None:
+    """The predictions file (and the reliability PNG), atomically: nothing is left behind on failure."""
     import contextlib
 
     import h5py
+    import numpy as np
 
     from knntools.io.h5 import atomic_path, write_array
     from knntools.io.kinds import write_predictions
 
-    t_write = time.perf_counter()
-    parents = [tr.uuid, ev.uuid] + ([cf.uuid] if cf is not None else [])
-    extras = {
-        "confidence": res.confidence.astype(np.float32),
-        "credibility": res.credibility.astype(np.float32),
-        "nonconformity": res.nonconformity.astype(np.int64),
-        "rows": eval_rows.astype(np.int64),
-    }
-    if dnn_pred is not None:
-        extras["dnn_predictions"] = dnn_pred
-        extras["dnn_confidence"] = dnn_conf.astype(np.float32)
+    res, split, metric = run.result, run.split, config["metric"]
+    params = {"k": config["k"], "layers": run.layers, "backend": config["backend"], "metric": metric, "search_metric": run.search_metric,
+              "normalize": config["normalize"], "center": config["center"], "p_value": config["p_value"],
+              "drop_zero_calibration": config["drop_zero_calibration"], "calibration": config["calibration"],
+              "calibration_mode": config["calibration_mode"], "calibration_source": run.calibration_source, "ground_truth": run.truth_name,
+              "search_params": config["search_params"], "indexes": {n: str(p) for n, p in run.index_paths.items()}, "bins": config["bins"]}
+    extras = {"confidence": res.confidence.astype(np.float32), "credibility": res.credibility.astype(np.float32),
+              "nonconformity": res.nonconformity.astype(np.int64), "rows": split.eval_rows.astype(np.int64)}
+    if run.dnn_predictions is not None:
+        extras["dnn_predictions"] = run.dnn_predictions
+        extras["dnn_confidence"] = run.dnn_confidence.astype(np.float32)
+    units = {"l2": "euclidean", "cosine": "1 - cosine_similarity", "ip": "negative_inner_product"}[metric] + (" of L2-normalised activations" if config["normalize"] else "")
     with contextlib.ExitStack() as stack:
         tmp_h5 = stack.enter_context(atomic_path(output, force=force))
         tmp_png = stack.enter_context(atomic_path(plot, force=force)) if plot is not None else None
         write_predictions(
-            tmp_h5, method="dknn", predictions=res.predictions, scores=res.p_values, ids=ids_eval_all[eval_rows], labels=y_eval,
-            classes=tr.classes or [str(c) for c in range(n_classes)], extras=extras, neighbors=neighbors,
-            params=param_attrs, metrics=metrics, parents=parents, seed=seed,
-            attrs={"dataset": ev.attrs.get("dataset"), "split": ev.attrs.get("split"), "model_uuid": ev.attrs.get("model_uuid"),
-                   "attack": ev.attrs.get("attack")},
+            tmp_h5, method="dknn", predictions=res.predictions, scores=res.p_values, ids=run.eval_ids, labels=run.eval_labels,
+            classes=run.classes, extras=extras, neighbors=run.neighbors, params=params, metrics=run.metrics,
+            parents=[tr.uuid, ev.uuid] + ([cf.uuid] if cf is not None else []), seed=config["seed"],
+            attrs={"dataset": ev.attrs.get("dataset"), "split": ev.attrs.get("split"), "model_uuid": ev.attrs.get("model_uuid"), "attack": ev.attrs.get("attack")},
         )
         with h5py.File(tmp_h5, "a") as f:
-            f["scores"].attrs["meaning"] = f"conformal p-values p_j(x) ({p_value}) of the DkNN; prediction = argmax"
-            for name in layer_names:
+            f["scores"].attrs["meaning"] = f"conformal p-values p_j(x) ({config['p_value']}) of the DkNN; prediction = argmax"
+            for name in run.layers:
                 f[f"neighbors/{name}/ids"].attrs["meaning"] = f"ids of the k nearest training samples in {name} ({tr.path})"
-                f[f"neighbors/{name}/distances"].attrs["distance_units"] = {"l2": "euclidean", "cosine": "1 - cosine_similarity", "ip": "negative_inner_product"}[metric] + (" of L2-normalised activations" if normalize else "")
-            write_array(f, "calibration/ids", ids_cal.astype(np.int64), per_sample=False)
-            write_array(f, "calibration/rows", cal_rows.astype(np.int64), per_sample=False, attrs={"file": cal_source})
-            write_array(f, "calibration/labels", y_cal.astype(np.int64), per_sample=False)
-            write_array(f, "calibration/scores", model.calibration_scores_.astype(np.int64), per_sample=False,
+                f[f"neighbors/{name}/distances"].attrs["distance_units"] = units
+            write_array(f, "calibration/ids", split.ids.astype(np.int64), per_sample=False)
+            write_array(f, "calibration/rows", split.rows.astype(np.int64), per_sample=False, attrs={"file": run.calibration_source})
+            write_array(f, "calibration/labels", split.labels.astype(np.int64), per_sample=False)
+            write_array(f, "calibration/scores", run.model.calibration_scores_.astype(np.int64), per_sample=False,
                         attrs={"meaning": "sorted calibration nonconformity scores A (after --drop-zero-calibration when set)"})
         if tmp_png is not None:
             from knntools.plotting.reliability import dknn_panels, reliability_figure
 
             attack = str(ev.attrs.get("attack") or "none")
             label = Path(evaluate).stem if attack == "none" else f"{attack} ({Path(evaluate).stem})"
-            fig = reliability_figure(dknn_panels(credibility=res.credibility, dknn_correct=correct, dnn_confidence=dnn_conf,
-                                                 dnn_correct=dnn_correct, label=label), n_bins=bins)
+            fig = reliability_figure(dknn_panels(credibility=res.credibility, dknn_correct=run.correct, dnn_confidence=run.dnn_confidence,
+                                                 dnn_correct=run.dnn_correct, label=label), n_bins=config["bins"])
             fig.savefig(tmp_png, format="png", dpi=110)
-    write_s = time.perf_counter() - t_write
-    total_s = time.perf_counter() - t_start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
-    rows_tab = [(name, tr.layer_dim(name), timing[name]["read_s"], timing[name]["search_s"]) for name in layer_names]
-    out.table("per-layer timing (s)", ["layer", "dim", "read", "search"], rows_tab)
-    acc_txt = f"DkNN accuracy {metrics['accuracy']:.4f}" + (f", DNN {metrics['dnn_accuracy']:.4f}" if dnn_correct is not None else "")
+
+def _report_end(out: Output, run, config: dict, output: Path, plot: Optional[Path], tr, write_s: float, total_s: float) -> None:
+    import resource
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    metrics, timing = run.metrics, run.timing
+    out.table("per-layer timing (s)", ["layer", "dim", "read", "search"], [(n, tr.layer_dim(n), timing[n]["read_s"], timing[n]["search_s"]) for n in run.layers])
+    acc_txt = f"DkNN accuracy {metrics['accuracy']:.4f}" + (f", DNN {metrics['dnn_accuracy']:.4f}" if metrics["dnn_accuracy"] is not None else "")
     cw = metrics["mean_credibility_wrong"]
     out.info(f"{acc_txt}; mean credibility {metrics['mean_credibility']:.4f} (correct {metrics['mean_credibility_correct'] or float('nan'):.4f}, "
              f"wrong {cw if cw is not None else float('nan'):.4f}); calibration |A| = {metrics['calibration_scores_kept']}; "
              f"{total_s:.1f} s, peak RSS {peak_mb:.0f} MB → {output}")
-    search_total = float(sum(t["search_s"] for t in timing.values()))
+    keys = ("backend", "metric", "normalize", "center", "p_value", "drop_zero_calibration", "calibration_mode")
     out.result({
         "command": "dknn", "output": str(output), "plot": str(plot) if plot is not None else None,
-        **metrics, "n_train": n_train, "n_classes": n_classes, "k": k, "layers": layer_names, "backend": backend, "metric": metric,
-        "normalize": normalize, "center": center, "p_value": p_value, "drop_zero_calibration": drop_zero_calibration,
-        "calibration_mode": calibration_mode, "calibration_source": cal_source, "seed": seed,
-        "timing_s": {"total": total_s, "search": search_total, "read": float(sum(t["read_s"] for t in timing.values())),
-                     "load_index": t_load_index, "write": write_s, "per_layer": timing},
+        **metrics, "n_train": run.n_train, "n_classes": run.n_classes, "k": config["k"], "layers": run.layers, **{key: config[key] for key in keys},
+        "calibration_source": run.calibration_source, "seed": config["seed"],
+        "timing_s": {"total": total_s, "search": float(sum(t["search_s"] for t in timing.values())), "read": float(sum(t["read_s"] for t in timing.values())),
+                     "load_index": run.load_index_s, "write": write_s, "per_layer": timing},
         "peak_rss_mb": peak_mb,
     }, [output] + ([plot] if plot is not None else []))

@@ -50,13 +50,18 @@ float32 layer is 3 GB; it is never loaded whole). Likewise ``metric="ip"`` with 
 Ties: ``argmax`` of the p-values is broken by the smaller nonconformity, then the smaller class
 index (p is non-increasing in α, so this is still an argmax of p; Algorithm 1 leaves ties open).
 
-This module does no I/O and prints nothing; :mod:`knntools.cli.dknn` is the command around it.
+File-level runs: :func:`run_dknn` takes opened activation files (:class:`knntools.io.h5.KFile`),
+validates them, holds out the calibration rows (:func:`split_calibration`), checks prebuilt
+indexes (:func:`check_dknn_indexes`), searches layer by layer and returns a :class:`DkNNRun`
+(results, neighbours, metrics, timings). It reads through the files' methods only and writes or
+prints nothing; :mod:`knntools.cli.dknn` is the command around it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -259,6 +264,102 @@ def select_calibration(labels: np.ndarray, size: int, mode: str = "first", *, n_
     return np.sort(np.concatenate(rows)).astype(np.int64) if rows else np.zeros(0, np.int64)
 
 
+@dataclass
+class CalibrationSplit:
+    """Which rows calibrate and which rows are evaluated (:func:`split_calibration`).
+
+    Attributes
+    ----------
+    rows : ndarray (|A|,), int64      rows of the calibration source, ascending
+    labels : ndarray (|A|,), int64    their true labels
+    ids : ndarray (|A|,), int64       their sample ids
+    eval_rows : ndarray (n,), int64   rows of the evaluated set that are evaluated, ascending
+    n_excluded : int                  evaluated-set rows dropped because they are calibration
+                                      samples of a separate calibration set (same ids, same split)
+    from_eval : bool                  the calibration rows are rows of the evaluated set itself
+    """
+
+    rows: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+    eval_rows: np.ndarray
+    n_excluded: int
+    from_eval: bool
+
+
+def split_calibration(
+    eval_labels: np.ndarray,
+    eval_ids: np.ndarray,
+    size: int,
+    mode: str = "first",
+    *,
+    n_classes: int | None = None,
+    random_state: Any = None,
+    calibration_labels: np.ndarray | None = None,
+    calibration_ids: np.ndarray | None = None,
+    same_split: bool = False,
+    source: str = "evaluated set",
+    calibration_source: str = "calibration set",
+) -> CalibrationSplit:
+    """Hold out the calibration set ``A`` (Algorithm 1, line 7: "calibration data, held out").
+
+    Without ``calibration_labels`` the calibration rows are ``size`` rows of the evaluated set
+    (:func:`select_calibration`; the paper's first 750 test samples) and every other row is
+    evaluated. With them, the rows are drawn from the separate calibration set; when it is the
+    same dataset split as the evaluated one (``same_split``, e.g. clean ``test.h5`` calibrating an
+    FGSM ``test_fgsm.h5``), evaluated rows whose id is a calibration id are not evaluated.
+
+    Parameters
+    ----------
+    eval_labels : ndarray (n_eval,), int64     true labels of the evaluated set
+    eval_ids : ndarray (n_eval,), int64        its sample ids
+    size : int                                 |A|
+    mode : {"first", "stratified"}, default "first"
+    n_classes : int, optional
+    random_state : int, Generator or None      for ``"stratified"``
+    calibration_labels, calibration_ids : ndarray (n_cal,), int64, optional
+        The separate calibration set.
+    same_split : bool, default False
+        The calibration set holds the same samples as the evaluated set (ids comparable).
+    source, calibration_source : str
+        Names of the two sets in error messages (e.g. their file paths).
+
+    Returns
+    -------
+    CalibrationSplit
+
+    Raises
+    ------
+    InputError
+        ``size`` not below the evaluated rows (held out of the same set), above the calibration
+        set's rows, no row left to evaluate, or an unknown ``mode``.
+    """
+    y_eval = np.asarray(eval_labels, dtype=np.int64)
+    ids_eval = np.asarray(eval_ids, dtype=np.int64)
+    n = len(y_eval)
+    if calibration_labels is None:
+        if size >= n:
+            raise InputError(f"{source}: calibration size {size} is >= the {n} rows of the evaluated file; "
+                             f"expected fewer (calibration rows are held out of the evaluation)")
+        rows = select_calibration(y_eval, size, mode, n_classes=n_classes, random_state=random_state)
+        mask = np.ones(n, bool)
+        mask[rows] = False
+        split = CalibrationSplit(rows, y_eval[rows], ids_eval[rows], np.flatnonzero(mask), 0, True)
+    else:
+        y_cal = np.asarray(calibration_labels, dtype=np.int64)
+        if size > len(y_cal):
+            raise InputError(f"{calibration_source}: calibration size {size} is larger than its {len(y_cal)} rows; expected at most {len(y_cal)}")
+        rows = select_calibration(y_cal, size, mode, n_classes=n_classes, random_state=random_state)
+        ids_cal = np.asarray(calibration_ids if calibration_ids is not None else np.arange(len(y_cal)), dtype=np.int64)[rows]
+        mask = ~np.isin(ids_eval, ids_cal) if same_split else np.ones(n, bool)
+        eval_rows = np.flatnonzero(mask)
+        split = CalibrationSplit(rows, y_cal[rows], ids_cal, eval_rows, int(n - len(eval_rows)), False)
+    if len(split.eval_rows) == 0:
+        raise InputError(f"{source}: no rows left to evaluate after holding out the {size} calibration samples; "
+                         f"expected a larger file or a smaller calibration set")
+    return split
+
+
 # --------------------------------------------------------------------------------------------
 # The search plan: how normalisation / centring map onto the search layer
 # --------------------------------------------------------------------------------------------
@@ -458,6 +559,7 @@ class DkNN:
             training set, a reused index of the wrong metric / size, bad labels.
         """
         from knntools.search import make_index
+        from knntools.search.base import check_k
 
         if not layers:
             raise InputError("DkNN.fit: no layers given; expected at least one layer of training activations")
@@ -469,8 +571,7 @@ class DkNN:
         if y.size and (y.min() < 0 or y.max() >= c):
             raise InputError(f"DkNN.fit: labels span [{y.min()}, {y.max()}]; expected integers in [0, {c})")
         n = len(y)
-        if self.k > n:
-            raise InputError(f"k={self.k} is larger than the training set ({n} samples); expected k <= {n}")
+        check_k(self.k, n, source="training set")
         plan = self.plan()
         indexes = dict(indexes or {})
         self.layers_ = list(layers)
@@ -706,8 +807,325 @@ class DkNN:
         return res
 
 
+# --------------------------------------------------------------------------------------------
+# File-level run: validation, calibration split, prebuilt indexes, the layer-by-layer search
+# --------------------------------------------------------------------------------------------
+
+
+def parse_index_spec(spec: str) -> tuple[str, Path]:
+    """``"LAYER=PATH"`` or ``"PATH"`` -> (layer or ``""``, path)."""
+    layer, _, path = spec.partition("=") if "=" in spec else ("", "", spec)
+    return layer, Path(path)
+
+
+def check_dknn_indexes(
+    specs: Sequence[str],
+    layers: Sequence[str],
+    plan: SearchPlan,
+    *,
+    source_uuid: str,
+    n_samples: int,
+    source: str = "the training file",
+) -> dict[str, Path]:
+    """Check prebuilt indexes (``knntools index``) against the layers and search plan of a DkNN run.
+
+    Parameters
+    ----------
+    specs : sequence of str
+        ``"LAYER=PATH"`` or ``"PATH"`` (the layer is then read from the index header).
+    layers : sequence of str      the searched layers
+    plan : SearchPlan             :func:`search_plan` of the run (the index must use ``plan.metric``)
+    source_uuid : str             uuid of the training activations the index must be built from
+    n_samples : int               training rows
+    source : str                  the training file, named in the rebuild hint
+
+    Returns
+    -------
+    dict layer -> Path
+        Only the headers are read; load the indexes with :func:`knntools.search.load_index`.
+
+    Raises
+    ------
+    InputError
+        No layer recorded or given, a layer not searched, a materialised plan (centring under
+        cosine/ip searches transformed rows), a different metric, file, layer or size.
+    """
+    from knntools.search import read_index_header
+    from knntools.search.registry import check_index_matches
+
+    out: dict[str, Path] = {}
+    for spec in specs:
+        layer_given, path = parse_index_spec(spec)
+        head = read_index_header(path)
+        name = layer_given or (head.get("metadata") or {}).get("layer")
+        if not name:
+            raise InputError(f"index {spec}: the index does not record its layer; expected LAYER=PATH")
+        if name not in layers:
+            raise InputError(f"index {spec}: layer '{name}' is not among the searched layers ({', '.join(layers)})")
+        if plan.materialize:
+            raise InputError(f"index {spec}: prebuilt indexes hold raw activations, but centring under metric {plan.metric} searches transformed ones; "
+                             f"drop the index or the centring")
+        if head.get("metric") != plan.metric:
+            why = " (normalised activations under l2 are searched by cosine on the raw ones)" if plan.distance == "cos_to_l2" else ""
+            raise InputError(f"{path}: index metric is {head.get('metric')!r} but dknn searches {name} with {plan.metric!r}{why}; "
+                             f"rebuild it with `knntools index {source} --layers {name} --metric {plan.metric}` or change the normalisation/metric")
+        check_index_matches(path, head, {"source_uuid": source_uuid, "layer": name, "metric": plan.metric, "n_samples": n_samples})
+        out[name] = path
+    return out
+
+
+@dataclass
+class DkNNRun:
+    """Everything :func:`run_dknn` found, for writing and reporting.
+
+    Attributes
+    ----------
+    layers : list of str                 searched layers, in order
+    k, n_train, n_classes : int
+    classes : list of str                class names (of the training file, else "0".."C-1")
+    split : CalibrationSplit
+    truth_name, calibration_truth_name : str   datasets holding the ground truth
+    calibration_source : str             the file the calibration rows come from
+    eval_labels, eval_ids : ndarray (n,), int64   truth and ids of the evaluated rows
+    search_metric : str                  metric given to the backend (:class:`SearchPlan`)
+    index_paths : dict layer -> Path     prebuilt indexes used
+    model : DkNN                         fitted and calibrated (``calibration_scores_`` set)
+    result : DkNNResult                  of the evaluated rows
+    neighbors : dict layer -> {"ids", "labels", "distances"}, each (n, k)
+        training ids (int64), training labels (int64), distances (float32, ascending)
+    dnn_predictions : ndarray (n,), int64 or None      argmax of the logits (when stored)
+    dnn_confidence : ndarray (n,), float64 or None     max softmax probability
+    metrics : dict                       accuracy, credibility means, sizes (see :func:`dknn_metrics`)
+    timing : dict layer -> {"read_s", "search_s"}
+    load_index_s : float
+    """
+
+    layers: list[str]
+    k: int
+    n_train: int
+    n_classes: int
+    classes: list[str]
+    split: CalibrationSplit
+    truth_name: str
+    calibration_truth_name: str
+    calibration_source: str
+    eval_labels: np.ndarray
+    eval_ids: np.ndarray
+    search_metric: str
+    index_paths: dict[str, Path]
+    model: "DkNN | None" = None
+    result: DkNNResult | None = None
+    neighbors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    dnn_predictions: np.ndarray | None = None
+    dnn_confidence: np.ndarray | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, dict[str, float]] = field(default_factory=dict)
+    load_index_s: float = 0.0
+
+    @property
+    def correct(self) -> np.ndarray:
+        """bool (n,): the DkNN prediction equals the ground truth."""
+        return self.result.predictions == self.eval_labels
+
+    @property
+    def dnn_correct(self) -> np.ndarray | None:
+        """bool (n,) for the network's own prediction, or None without logits."""
+        return None if self.dnn_predictions is None else self.dnn_predictions == self.eval_labels
+
+
+def dknn_metrics(run: DkNNRun) -> dict[str, Any]:
+    """Summary figures of a finished :class:`DkNNRun` (the ``--json`` metrics of ``knntools dknn``).
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``dnn_accuracy`` (None without logits), ``mean_credibility`` (and over the
+        correct / wrong predictions, None when empty), ``mean_confidence``,
+        ``dnn_mean_softmax_confidence``, ``agreement_with_dnn``, ``n_evaluated``,
+        ``calibration_size``, ``calibration_scores_kept`` (|A| after dropping zeros),
+        ``calibration_excluded_from_eval``.
+    """
+    res, correct, dnn_correct = run.result, run.correct, run.dnn_correct
+
+    def mean_or_none(a: np.ndarray) -> float | None:
+        return float(a.mean()) if a.size else None
+
+    return {
+        "accuracy": float(correct.mean()),
+        "dnn_accuracy": None if dnn_correct is None else float(dnn_correct.mean()),
+        "mean_credibility": float(res.credibility.mean()),
+        "mean_credibility_correct": mean_or_none(res.credibility[correct]),
+        "mean_credibility_wrong": mean_or_none(res.credibility[~correct]),
+        "mean_confidence": float(res.confidence.mean()),
+        "dnn_mean_softmax_confidence": None if run.dnn_confidence is None else float(run.dnn_confidence.mean()),
+        "agreement_with_dnn": None if run.dnn_predictions is None else float((run.dnn_predictions == res.predictions).mean()),
+        "n_evaluated": int(len(run.split.eval_rows)),
+        "calibration_size": int(len(run.split.rows)),
+        "calibration_scores_kept": int(len(run.model.calibration_scores_)),
+        "calibration_excluded_from_eval": int(run.split.n_excluded),
+    }
+
+
+def run_dknn(
+    train: Any,
+    evaluate: Any,
+    *,
+    calibration_file: Any = None,
+    layers: str | Sequence[str] = "all",
+    k: int = DEFAULT_K,
+    calibration: int = DEFAULT_CALIBRATION,
+    calibration_mode: str = "first",
+    calibrate_on_attacked: bool = False,
+    backend: str = "exact",
+    metric: str = "l2",
+    normalize: bool = True,
+    center: bool = False,
+    p_value: str = "smoothed",
+    drop_zero_calibration: bool = False,
+    search_params: Mapping[str, Any] | None = None,
+    indexes: Sequence[str] = (),
+    seed: int = 0,
+    on_start: Callable[[DkNNRun], None] | None = None,
+    on_layer: Callable[[str, dict[str, float]], None] | None = None,
+) -> DkNNRun:
+    """DkNN (Algorithm 1) on activation files: validate, calibrate, search every layer, predict.
+
+    Parameters
+    ----------
+    train : KFile
+        Training activations (``knntools embed --split train``), opened with
+        :class:`knntools.io.h5.KFile`; its ``labels`` are the neighbour labels.
+    evaluate : KFile
+        Activations to classify (same model); truth ``labels_clean`` (else ``labels``).
+    calibration_file : KFile, optional
+        Take the calibration rows from this file instead of ``evaluate`` (:func:`split_calibration`).
+    layers : str or sequence, default "all"
+        Layer spec (:func:`knntools.layerspec.resolve_layer_spec`).
+    k, calibration, calibration_mode : see :class:`DkNN` and :func:`select_calibration`
+    calibrate_on_attacked : bool, default False
+        Allow calibration rows of ``evaluate`` when its ``attack`` attribute records an attack
+        (refused otherwise: the paper calibrates on clean held-out data).
+    backend, metric, normalize, center, p_value, drop_zero_calibration, search_params : see :class:`DkNN`
+    indexes : sequence of str
+        Prebuilt indexes ``"[LAYER=]PATH"`` (:func:`check_dknn_indexes`).
+    seed : int, default 0
+        Draws the stratified calibration sample.
+    on_start : callable(DkNNRun), optional
+        Called once every input is validated, before the search (for progress reports).
+    on_layer : callable(layer, {"read_s", "search_s"}), optional
+        Called after each layer's search.
+
+    Returns
+    -------
+    DkNNRun
+        ``result`` holds predictions (int64 [n]), p-values (float64 [n, C]), confidence and
+        credibility (float64 [n]) and nonconformity (int64 [n, C]) of the evaluated rows.
+
+    Raises
+    ------
+    InputError
+        Files of another model, other classes or layer widths, labels out of range, an unknown
+        layer, ``k`` above the training rows (:func:`knntools.search.base.check_k`), a bad
+        calibration size, calibration on attacked rows, a mismatched prebuilt index, NaN/Inf.
+    """
+    import time
+
+    from knntools.io.h5 import check_same_source
+    from knntools.search import load_index
+    from knntools.search.base import check_k
+
+    tr, ev, cf = train, evaluate, calibration_file
+    plan = search_plan(metric, normalize, center)
+    layer_names = tr.resolve_layers(layers)
+    for other in (ev, cf):
+        if other is not None:
+            check_same_source(tr, other, layer_names)
+            if tr.n_classes and other.n_classes and tr.n_classes != other.n_classes:
+                raise InputError(f"{other.path}: {other.n_classes} classes but {tr.path} has {tr.n_classes}; expected the same classes")
+    y_train = tr.read_labels("labels")
+    n_train = len(y_train)
+    n_classes = tr.n_classes or int(y_train.max()) + 1
+    check_k(k, n_train, source=str(tr.path))
+    y_eval_all, ids_eval_all = ev.truth_labels(), ev.ids()
+    if y_eval_all.size and y_eval_all.max() >= n_classes:
+        raise InputError(f"{ev.path}: {ev.truth_name} go up to {y_eval_all.max()}; expected labels in [0, {n_classes}) like {tr.path}")
+    ev_attack = ev.attrs.get("attack")
+    if cf is None and ev_attack not in (None, "", "none") and not calibrate_on_attacked:
+        raise InputError(f"{ev.path}: attribute attack = {ev_attack!r}: calibrating on adversarial rows is refused (the paper holds out clean "
+                         f"test data); expected --calibration-file CLEAN.h5 (or --calibrate-on-attacked to force it)")
+    same_split = cf is not None and (cf.uuid == ev.uuid or (
+        cf.attrs.get("dataset") is not None and cf.attrs.get("dataset") == ev.attrs.get("dataset")
+        and cf.attrs.get("split") is not None and cf.attrs.get("split") == ev.attrs.get("split")))
+    split = split_calibration(y_eval_all, ids_eval_all, calibration, calibration_mode, n_classes=n_classes, random_state=seed,
+                              calibration_labels=None if cf is None else cf.truth_labels(), calibration_ids=None if cf is None else cf.ids(),
+                              same_split=same_split, source=str(ev.path), calibration_source=str(cf.path) if cf is not None else "")
+    index_paths = check_dknn_indexes(indexes, layer_names, plan, source_uuid=tr.uuid, n_samples=n_train, source=str(tr.path)) if indexes else {}
+    eval_rows = split.eval_rows
+    run = DkNNRun(layers=layer_names, k=int(k), n_train=n_train, n_classes=n_classes, classes=tr.classes or [str(c) for c in range(n_classes)],
+                  split=split, truth_name=ev.truth_name, calibration_truth_name=(cf or ev).truth_name,
+                  calibration_source=str((cf or ev).path), eval_labels=y_eval_all[eval_rows], eval_ids=ids_eval_all[eval_rows],
+                  search_metric=plan.metric, index_paths=index_paths)
+    if on_start is not None:
+        on_start(run)
+
+    if backend == "exact":
+        import torch  # noqa: F401  (imported here so its import time is not counted as search time)
+    t0 = time.perf_counter()
+    prebuilt = {name: load_index(p) for name, p in index_paths.items()}
+    run.load_index_s = time.perf_counter() - t0
+    model = DkNN(k, backend=backend, metric=metric, normalize=normalize, center=center, p_value=p_value,
+                 drop_zero_calibration=drop_zero_calibration, search_params=search_params)
+    model.fit({name: tr.layer(name) for name in layer_names}, y_train, n_classes=n_classes, indexes=prebuilt, build=False)
+    train_ids = tr.ids()
+    cal_labels: dict[str, np.ndarray] = {}
+    whole_eval = cf is None  # calibration and evaluated rows together are the whole file: one search
+    n_ev = len(eval_rows)
+    for name in layer_names:
+        t_read = time.perf_counter()
+        Q = ev.read_layer(name) if whole_eval or n_ev == ev.n_samples else ev.read_layer_rows(name, eval_rows)
+        if not whole_eval:  # calibration rows of the other file join the queries: the training layer is read once
+            Qc = cf.read_layer_rows(name, split.rows)
+            Q = np.concatenate([Q.reshape(len(Q), -1), Qc.reshape(len(Qc), -1)])
+            del Qc
+        read_s = time.perf_counter() - t_read
+        t_s = time.perf_counter()
+        dist, rows = model.kneighbors_layer(name, Q)
+        search_s = time.perf_counter() - t_s
+        del Q
+        if whole_eval:
+            cal_labels[name] = model.neighbor_labels(rows[split.rows])
+            dist, rows = dist[eval_rows], rows[eval_rows]
+        else:
+            cal_labels[name] = model.neighbor_labels(rows[n_ev:])
+            dist, rows = dist[:n_ev], rows[:n_ev]
+        model.release(name)
+        run.neighbors[name] = {"ids": train_ids[rows], "labels": model.neighbor_labels(rows), "distances": dist.astype(np.float32)}
+        run.timing[name] = {"read_s": read_s, "search_s": search_s}
+        if on_layer is not None:
+            on_layer(name, run.timing[name])
+
+    model.calibrate_from_neighbors(cal_labels, split.labels)
+    run.model = model
+    run.result = model.predict_from_neighbors({name: run.neighbors[name]["labels"] for name in layer_names})
+    if ev.has("logits"):
+        from knntools.utils import softmax
+
+        logits = ev.read("logits", dtype=np.float32)[eval_rows]
+        run.dnn_predictions = logits.argmax(axis=1).astype(np.int64)
+        run.dnn_confidence = softmax(logits).max(axis=1)
+    run.metrics = dknn_metrics(run)
+    return run
+
+
 __all__ = [
     "CALIBRATION_MODES",
+    "CalibrationSplit",
+    "DkNNRun",
+    "check_dknn_indexes",
+    "dknn_metrics",
+    "parse_index_spec",
+    "run_dknn",
+    "split_calibration",
     "DEFAULT_CALIBRATION",
     "DEFAULT_K",
     "DkNN",
