@@ -841,6 +841,33 @@ def select_k(
                       n_fit=len(fit_rows), n_val=len(val_rows), val_fraction=float(val_fraction), seed=int(seed))
 
 
+def training_settings(model: KNet, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The training settings of a distilled kNet, as keyword arguments of :func:`select_k`.
+
+    Parameters
+    ----------
+    model : KNet
+        The checkpoint's network (its ``hidden`` width and ``k_scale``).
+    meta : mapping
+        The checkpoint's ``meta`` (``k_range``, ``fixed_k``, ``include_self``, ``train`` with
+        ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``seed``); missing entries take
+        :func:`fit_knet`'s defaults.
+
+    Returns
+    -------
+    dict
+        ``k_range`` (for a fixed kNet ``(1, k_scale)``, which only sets the scale), ``fixed_k``,
+        ``include_self``, ``hidden``, ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``train_seed``.
+    """
+    train = dict(meta.get("train") or {})
+    fixed = meta.get("fixed_k")
+    k_range = (1, int(model.k_scale)) if fixed is not None else tuple(int(v) for v in (meta.get("k_range") or (1, int(model.k_scale))))
+    return {"k_range": k_range, "fixed_k": None if fixed is None else int(fixed), "include_self": bool(meta.get("include_self", False)),
+            "hidden": model.hidden, "epochs": int(train.get("epochs", 30)), "batch_size": int(train.get("batch_size", 128)),
+            "lr": float(train.get("lr", 1e-3)), "weight_decay": float(train.get("weight_decay", 0.0)),
+            "train_seed": int(train.get("seed", 0))}
+
+
 @dataclass
 class Evaluation:
     """What :func:`evaluate` returns.
@@ -1116,6 +1143,7 @@ __all__ = [
     "select_k",
     "to_checkpoint",
     "training_neighbors",
+    "training_settings",
     "validation_split",
     "vote_targets",
 ]
