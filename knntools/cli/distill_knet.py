@@ -228,7 +228,7 @@ def _check_eval_file(kf: Any, meta: dict, d: int, ckpt: Path, layer_option: str)
     from knntools.errors import InputError
 
     lname = kf.resolve_layers(str(meta.get("layer") or "penultimate"), single=True)[0]
-    if layer_option != "penultimate" and layer_option not in (meta.get("layer"), meta.get("layer_requested")):
+    if layer_option != "penultimate" and kf.resolve_layers(layer_option, single=True)[0] != lname:  # the default is the checkpoint's layer
         raise InputError(f"--layer {layer_option!r}: {ckpt} was distilled on layer '{meta.get('layer')}'; drop --layer or pass that name")
     width = kf.layer_dim(lname)
     if width != d:
