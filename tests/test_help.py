@@ -109,7 +109,6 @@ EXCEPTIONS = {
     ("embed", "--layers"): "also 'none' (logits only)",
     ("probe", "--layers"): "own help",
     ("lasenn", "--layer"): "also 'paper'",
-    ("distill-knet", "--layer"): "own help",
     ("oversample", "--layer"): "ignored for features files",
     ("seq2knn", "--layer"): "ignored for features files",
 }

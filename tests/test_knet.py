@@ -83,13 +83,18 @@ def test_knn_vote_and_tie_break():
 
 
 def test_check_k_range():
+    from knntools.search.base import check_k
+
     assert kn.check_k_range(1, 99, 100) == (1, 99)
-    with pytest.raises(InputError, match="<= 99"):
+    with pytest.raises(InputError, match="<= 99") as exc:
         kn.check_k_range(1, 100, 100)
+    with pytest.raises(InputError) as same:  # one rule, one message: the search layer's
+        check_k(100, 100, exclude_self=True)
+    assert str(exc.value) == f"k range 1:100: {same.value}"
     assert kn.check_k_range(1, 100, 100, include_self=True) == (1, 100)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="k range 0:5"):
         kn.check_k_range(0, 5, 100)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="k range 6:5"):
         kn.check_k_range(6, 5, 100)
 
 
@@ -179,8 +184,14 @@ def test_checkpoint_roundtrip_weights_only():
     assert meta["k_range"] == [1, 101] and meta["n"] == 5 and meta["k_encoding"] == kn.K_ENCODING
     x = np.random.default_rng(0).normal(size=(4, 12)).astype(np.float32)
     np.testing.assert_array_equal(kn.predict_proba(model, x, 5), kn.predict_proba(m2, x, 5))
-    with pytest.raises(InputError, match="not a kNet checkpoint"):
+    assert (obj["format"], obj["kind"]) == ("knntools-checkpoint", "knet")
+    with pytest.raises(InputError, match="not a knntools checkpoint .*expected a kNet checkpoint"):
         kn.from_checkpoint({"state_dict": {}})
+    with pytest.raises(InputError, match="kind: a model checkpoint"):
+        kn.from_checkpoint(dict(obj, kind="model"))
+    legacy = dict(obj, format="knntools-knet", format_version=1)  # written by earlier releases
+    del legacy["kind"]
+    assert kn.from_checkpoint(legacy)[1]["k_range"] == [1, 101]
     bad = dict(obj, config=dict(obj["config"], d=13))
     with pytest.raises(InputError, match="does not fit"):
         kn.from_checkpoint(bad)
@@ -194,3 +205,64 @@ def test_approximation_stats_and_memory():
     assert s["max_knn"] == pytest.approx(1.0) and s["max_knet"] == pytest.approx(0.75) and s["agreement"] == 1.0
     mem = kn.memory_footprint(kn.KNet(128, 10), 60000, 128)
     assert mem["knn_parameters"] == 60000 * 128 and mem["knet_parameters"] == kn.KNet(128, 10).n_parameters()
+
+
+def test_distill_is_the_documented_pipeline():
+    """distill = training_neighbors -> cumulative_votes -> fit_knet, with the same weights."""
+    X, _, noisy = _data(n=150)
+    res = kn.distill(X, noisy, k_range=(1, 21), epochs=2, seed=4)
+    index = make_index("exact", metric="l2").fit(X)
+    cum = kn.cumulative_votes(kn.neighbor_labels_from_indices(kn.training_neighbors(index, 21), noisy), 3)
+    fit = kn.fit_knet(X, cum, k_range=(1, 21), epochs=2, seed=4)
+    sa, sb = res.model.state_dict(), fit.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert res.k_range == (1, 21) and res.k_scale == 21.0 and res.n_classes == 3 and res.memory["knn_parameters"] == 150 * 12
+    fixed = kn.distill(X, noisy, k_range=(1, 101), fixed_k=3, epochs=1)
+    assert fixed.k_range == (3, 3) and fixed.k_scale == 101.0 and fixed.fixed_k == 3
+    with pytest.raises(InputError, match="fixed k 150: k=150 exceeds the 149"):
+        kn.distill(X, noisy, fixed_k=150, epochs=1)
+    with pytest.raises(InputError, match="at least 2 classes"):
+        kn.distill(X, np.zeros(150, dtype=np.int64), k_range=(1, 5), epochs=1)
+
+
+def test_validation_split_is_stratified_disjoint_and_seeded():
+    y = np.repeat([0, 1, 2], [50, 30, 20])
+    fit, val = kn.validation_split(y, 0.1, seed=1)
+    assert len(val) == 10 and len(fit) == 90 and not set(fit) & set(val) and sorted([*fit, *val]) == list(range(100))
+    assert np.bincount(y[val]).tolist() == [5, 3, 2]
+    assert np.array_equal(kn.validation_split(y, 0.1, seed=1)[1], val)
+    assert not np.array_equal(kn.validation_split(y, 0.1, seed=2)[1], val)
+    for bad in (0.0, 1.0, -0.2):
+        with pytest.raises(InputError, match="validation fraction"):
+            kn.validation_split(y, bad)
+
+
+def test_select_k_holds_out_rows_and_evaluate_reports_it():
+    X, y, noisy = _data(n=240, flip=0.3)
+    Xte, yte, _ = _data(n=90, seed=1)
+    sel = kn.select_k(X, noisy, [1, 5, 15], val_fraction=0.25, seed=0, k_range=(1, 21), epochs=3, train_seed=0)
+    assert sel.n_val == 60 and sel.n_fit == 180 and sel.ks == [1, 5, 15] and sel.k in sel.ks and sel.knn_k in sel.ks
+    best = max(r["knet_accuracy"] for r in sel.rows)
+    assert sel.k == min(r["k"] for r in sel.rows if r["knet_accuracy"] == best)  # ties: smallest k
+    again = kn.select_k(X, noisy, [15, 5, 1], val_fraction=0.25, seed=0, k_range=(1, 21), epochs=3, train_seed=0)
+    assert again.rows == sel.rows  # deterministic, order of the sweep irrelevant
+    # the validation rows are not in the selection kNet's index: with kNN k=1 on its own rows the
+    # validation accuracy against the same labels would be 1.0; held out, it is an honest estimate
+    fit_rows, val_rows = kn.validation_split(noisy, 0.25, seed=0)
+    idx = make_index("exact", metric="l2").fit(X[fit_rows])
+    _, nb = idx.kneighbors(X[val_rows], 1)
+    assert sel.rows[0]["knn_accuracy"] == kn.accuracy(noisy[fit_rows][nb[:, 0]], noisy[val_rows])
+    with pytest.raises(InputError, match="fitting rows"):
+        kn.select_k(X, noisy, [1, 200], val_fraction=0.25, k_range=(1, 5), epochs=1)
+
+    model = kn.distill(X, noisy, k_range=(1, 21), epochs=3).model
+    ev = kn.evaluate(model, Xte, yte, [1, 5, 15], train_X=X, train_labels=noisy, k_range=(1, 21), selection=sel)
+    by_k = {r["k"]: r for r in ev.metrics["accuracy"]}
+    assert ev.metrics["predict_k"] == sel.k and ev.metrics["selection"]["knet_test_accuracy"] == by_k[sel.k]["knet_accuracy"]
+    assert ev.predictions.shape == (90,) and ev.scores.shape == (90, 3) and set(ev.extras) == {
+        f"{m}_predictions_k{k}" for m in ("knet", "knn") for k in (1, 5, 15)}
+    plain = kn.evaluate(model, Xte, yte, [1, 5, 15], train_X=X, train_labels=noisy, k_range=(1, 21))
+    assert "selection" not in plain.metrics and plain.metrics["predict_k"] == 11 and plain.outside == []
+    assert plain.metrics["accuracy"] == ev.metrics["accuracy"]
+    with pytest.raises(InputError, match="kNN over the training rows: k=300 exceeds the 240"):
+        kn.evaluate(model, Xte, yte, [1, 300], train_X=X, train_labels=noisy)

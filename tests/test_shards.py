@@ -257,7 +257,7 @@ def test_commands_give_the_same_numbers_on_a_set_and_on_the_merged_file(capsys, 
                     else:
                         assert np.array_equal(x, y), f"{name}: {n}"
     # kNet evaluation on the test set against its training set (the checkpoint records the set)
-    evals = [stable(ok_json(capsys, "distill-knet", tmp_path / f"knet_{tag}.pt", "--eval", te, "--k", "1,5,11", "-o", tmp_path / f"ke_{tag}.h5"))
+    evals = [stable(ok_json(capsys, "distill-knet", tmp_path / f"knet_{tag}.pt", "--eval", te, "--k-sweep", "1,5,11", "-o", tmp_path / f"ke_{tag}.h5"))
              for tag, te in (("plain", plain[1]), ("set", sharded[1]))]
     assert evals[0] == evals[1] and evals[0]["accuracy"]
 

@@ -20,6 +20,7 @@ DEPRECATED_FLAGS: dict[str, dict[str, str]] = {
     "seq2knn": {"-K": "-k"},
     "probe": {"--k": "-k"},
     "index": {"--layer": "--layers"},
+    "distill-knet": {"--k": "--k-sweep", "--fixed-k": "--n-neighbors", "--predict-k": "--n-neighbors"},
 }
 
 

@@ -211,8 +211,6 @@ def _train(*, output, dataset, data_dir, download, label_column, workers, image_
            lr, momentum, weight_decay, lr_schedule, lr_gamma, augment, normalize, labels, subset, checkpoint_every, checkpoint_dir,
            resume, amp, num_threads, seed, force, out, dinfo, dev, milestones, kwargs, mpath) -> None:
     """The body of ``train`` inside torchrun's process group (a plain call for one process)."""
-    import sys
-
     import numpy as np
     import torch
 
@@ -220,14 +218,13 @@ def _train(*, output, dataset, data_dir, download, label_column, workers, image_
     from knntools.distributed import backend_for
     from knntools.errors import InputError
     from knntools.io import datasets as dsets
-    from knntools.io import h5 as h5mod
-    from knntools.io.h5 import KFile, new_uuid, utc_now
+    from knntools.io.h5 import KFile, command_line, new_uuid, utc_now
     from knntools.models import registry
-    from knntools.models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from knntools.models.checkpoint import make_checkpoint, model_from_checkpoint, read_checkpoint, write_checkpoint
     from knntools.models.training import NO_FLIP_DATASETS, TrainConfig, normalization_stats, normalization_stats_stream, train_model
     from knntools.utils import seed_everything
 
-    resumed = load_checkpoint(resume) if resume is not None else None
+    resumed = read_checkpoint(resume, kind="model") if resume is not None else None
     if resumed is not None:
         if "training_state" not in resumed:
             raise InputError(f"{resume}: checkpoint has no training_state; expected a checkpoint written by `knntools train` (step or final)")
@@ -327,7 +324,7 @@ def _train(*, output, dataset, data_dir, download, label_column, workers, image_
     model_uuid = new_uuid()
     provenance = {
         "model_uuid": model_uuid, "created": utc_now(), "knntools_version": __version__,
-        "command": list(h5mod._COMMAND_OVERRIDE or ["python", *sys.argv]), "dataset": train_ds.name,
+        "command": command_line(), "dataset": train_ds.name,
         "data_dir": str(Path(data_dir).resolve()) if data_dir else None, "dataset_path": str(Path(dataset).resolve()) if is_table else None,
         "split": "train", "n_train": int(len(rows)), "labels_file": labels_file, "labels_uuid": labels_uuid,
         "subset": int(subset) if subset is not None else (int(len(rows)) if resumed is not None and "subset_ids" in resumed else None),
@@ -343,7 +340,7 @@ def _train(*, output, dataset, data_dir, download, label_column, workers, image_
 
     def make_ckpt(training_state: dict[str, Any] | None, history: list[dict[str, Any]]) -> dict[str, Any]:
         ckpt: dict[str, Any] = {
-            "format": "knntools-model", "format_version": 1, "arch": arch, "arch_kwargs": kwargs,
+            "arch": arch, "arch_kwargs": kwargs,
             "input_shape": list(train_ds.input_shape), "classes": list(train_ds.classes),
             "normalization": {"mean": list(normalization["mean"]), "std": list(normalization["std"])},
             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
@@ -355,7 +352,7 @@ def _train(*, output, dataset, data_dir, download, label_column, workers, image_
             ckpt["subset_ids"] = torch.as_tensor(rows.astype(np.int64))
         if training_state is not None:
             ckpt["training_state"] = training_state
-        return ckpt
+        return make_checkpoint(ckpt, kind="model")
 
     ck_paths: list[str] = []
 
@@ -366,7 +363,7 @@ def _train(*, output, dataset, data_dir, download, label_column, workers, image_
         p = checkpoint_dir / f"step-{state['step']:07d}.pt"
         ck = make_ckpt(state, state["history"])
         ck["provenance"]["step"], ck["provenance"]["epoch_float"] = state["step"], state["epoch"] + state["epoch_step"] / max(1, -(-len(rows) // batch_size))
-        save_checkpoint(ck, p, force=True)
+        write_checkpoint(ck, p, kind="model", force=True)
         ck_paths.append(str(p))
 
     out.info(f"[bold]train[/bold] {arch} ({n_params:,} parameters) on {train_ds.name}/train: {len(rows)} rows"
@@ -400,7 +397,7 @@ def _train(*, output, dataset, data_dir, download, label_column, workers, image_
     from knntools.io.h5 import atomic_path
 
     with atomic_path(output, force=force) as tmp_ckpt:
-        torch.save(ckpt, tmp_ckpt)
+        write_checkpoint(ckpt, tmp_ckpt, kind="model", force=True)
         write_metrics_csv(mpath, history, force=force)
     total_time = float(sum(r.get("time_s", 0.0) for r in history[start_epoch:]))
     train_time = float(sum(r.get("train_time_s", 0.0) for r in history[start_epoch:]))

@@ -60,25 +60,46 @@ DEFAULT_K_RANGE = (1, 101)
 # --------------------------------------------------------------------------------------------
 
 
-def check_k_range(k_low: int, k_high: int, n_train: int, *, include_self: bool = False, option: str = "--k-range") -> tuple[int, int]:
+def check_k_range(k_low: int, k_high: int, n_train: int, *, include_self: bool = False) -> tuple[int, int]:
     """Validate a training k range against the number of training samples.
+
+    The bound is the one rule of the search layer, :func:`knntools.search.base.check_k`: every
+    sample needs ``k_high`` neighbours among the candidate rows, which are the ``n_train - 1``
+    *other* samples by default, or all ``n_train`` with ``include_self`` (the sample is then its
+    own first neighbour, see :func:`training_neighbors`).
 
     Parameters
     ----------
     k_low, k_high : int
-        Inclusive range, ``1 <= k_low <= k_high``.
+        Inclusive range, ``1 <= k_low <= k_high`` (a fixed kNet passes ``(k, k)``).
     n_train : int
-        Training samples. Without ``include_self`` at most ``n_train - 1`` other samples exist.
+        Training samples.
+    include_self : bool, default False
+
+    Returns
+    -------
+    (int, int)
 
     Raises
     ------
     InputError
-        A bound outside ``[1, n_train - 1]`` (``[1, n_train]`` with ``include_self``) or ``k_low > k_high``.
+        ``k_low < 1``, ``k_low > k_high``, or ``k_high`` beyond the candidate rows; the message
+        starts with ``k range LOW:HIGH``.
     """
-    top = n_train if include_self else n_train - 1
-    if k_low < 1 or k_high < k_low or k_high > top:
-        raise InputError(f"{option} {k_low}:{k_high}: expected 1 <= LOW <= HIGH <= {top} "
-                         f"({n_train} training samples{'' if include_self else ', minus the sample itself'})")
+    from knntools.search.base import check_k
+
+    k_low, k_high = _range_shape(k_low, k_high)
+    try:
+        check_k(k_high, int(n_train), exclude_self=not include_self)
+    except InputError as exc:
+        raise InputError(f"k range {k_low}:{k_high}: {exc}") from None
+    return k_low, k_high
+
+
+def _range_shape(k_low: Any, k_high: Any) -> tuple[int, int]:
+    ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (k_low, k_high))
+    if not ok or k_low < 1 or k_high < k_low:
+        raise InputError(f"k range {k_low}:{k_high}: expected integers 1 <= low <= high")
     return int(k_low), int(k_high)
 
 
@@ -515,44 +536,563 @@ def memory_footprint(model: KNet, n_train: int, d: int) -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------------------------
+# The method end to end: distil (training), pick k on validation rows (issue 17), evaluate
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DistillResult:
+    """What :func:`distill` returns.
+
+    Attributes
+    ----------
+    model : KNet                 trained, in eval mode, on CPU
+    fit : FitResult              losses per epoch, training seconds, training settings
+    k_range : (int, int)         the ks trained: ``(k_low, k_high)``, or ``(k, k)`` for a fixed kNet
+    k_scale : float              ``k`` is fed as ``k / k_scale``
+    fixed_k : int or None
+    n_train, d, n_classes : int
+    train_accuracy : float       kNet at ``k_high`` (the fixed k) against the training labels
+    memory : dict                :func:`memory_footprint`
+    search_seconds : float       index build (when not given) and the neighbour search
+    """
+
+    model: KNet
+    fit: FitResult
+    k_range: tuple[int, int]
+    k_scale: float
+    fixed_k: int | None
+    n_train: int
+    d: int
+    n_classes: int
+    train_accuracy: float
+    memory: dict[str, int]
+    search_seconds: float
+
+
+def _neighbor_index(X: np.ndarray, index: Any, backend: str, metric: str, search_params: Mapping[str, Any] | None) -> Any:
+    if index is not None:
+        return index
+    from knntools.search import fit_index
+
+    return fit_index(backend, X, metric=metric, **dict(search_params or {}))
+
+
+def distill(
+    X: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_classes: int | None = None,
+    k_range: tuple[int, int] = DEFAULT_K_RANGE,
+    fixed_k: int | None = None,
+    include_self: bool = False,
+    index: Any = None,
+    backend: str = "exact",
+    metric: str = "l2",
+    search_params: Mapping[str, Any] | None = None,
+    hidden: int | None = None,
+    epochs: int = 30,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    device: Any = "cpu",
+    callback: Any = None,
+) -> DistillResult:
+    """Distil kNN on an embedding into a kNet (paper §3–§4): neighbours, vote targets, training.
+
+    For every training row its ``k_high`` nearest training rows are found once (self excluded
+    unless ``include_self``), their ``labels`` are turned into cumulative votes
+    (:func:`cumulative_votes`), and :func:`fit_knet` trains a kNet against the normalised votes
+    with ``k ~ U{k_low..k_high}`` per sample (§4: [1, 101]) or one ``fixed_k`` (§4 "fixed kNet").
+
+    Parameters
+    ----------
+    X : ndarray (n, d) float32
+        Training embeddings (the preliminary network's penultimate layer in the paper), finite.
+    labels : ndarray (n,) int64 in [0, L)
+        The training labels kNN votes with (the noisy labels the network was trained on).
+    n_classes : int or None
+        ``L``; default ``labels.max() + 1``. At least 2.
+    k_range : (int, int), default (1, 101)
+        Inclusive training range; its top also sets ``k_scale`` (also for a fixed kNet).
+    fixed_k : int or None
+        Train a fixed kNet at this k.
+    include_self : bool, default False
+        Count each row as its own first neighbour.
+    index : NeighborIndex or None
+        A fitted index over ``X`` (e.g. loaded from disk); default: built here with ``backend``,
+        ``metric`` and ``search_params`` (:func:`knntools.search.fit_index`).
+    hidden, epochs, batch_size, lr, weight_decay, seed, device, callback
+        As in :func:`fit_knet` (defaults ``ceil(d / 16)``, 30, 128, 1e-3, 0, 0, "cpu").
+
+    Returns
+    -------
+    DistillResult
+
+    Raises
+    ------
+    InputError
+        A k range or fixed k outside ``1..n - 1`` (``1..n`` with ``include_self``; the rule of
+        :func:`knntools.search.base.check_k`), fewer than 2 classes, labels out of range,
+        non-finite ``X``, or an index over a different number of rows.
+    """
+    import time
+
+    from knntools.search.base import check_k
+
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray(labels, dtype=np.int64)
+    if X.ndim != 2 or y.shape != (len(X),):
+        raise InputError(f"kNet: embeddings {X.shape} and labels {y.shape}: expected (n, d) and (n,)")
+    n, d = X.shape
+    range_lo, range_hi = _range_shape(*k_range)  # with a fixed k the range only sets k_scale
+    if fixed_k is None:
+        lo, hi = check_k_range(range_lo, range_hi, n, include_self=include_self)
+    else:
+        try:
+            lo = hi = check_k(fixed_k, n, exclude_self=not include_self)
+        except InputError as exc:
+            raise InputError(f"fixed k {fixed_k}: {exc}") from None
+    C = int(n_classes) if n_classes else (int(y.max()) + 1 if n else 0)
+    if C < 2:
+        raise InputError(f"labels: {C} class; expected at least 2 classes")
+    if n and (y.min() < 0 or y.max() >= C):
+        raise InputError(f"labels: values in [{int(y.min())}, {int(y.max())}]; expected class numbers in [0, {C - 1}]")
+    t0 = time.perf_counter()
+    idx = _neighbor_index(X, index, backend, metric, search_params)
+    if int(idx.n_samples_) != n:
+        raise InputError(f"index over {idx.n_samples_} rows; expected one over the {n} training rows")
+    nb = training_neighbors(idx, hi, include_self=include_self)
+    t_search = time.perf_counter() - t0
+    cum = cumulative_votes(neighbor_labels_from_indices(nb, y), C)
+    fit = fit_knet(X, cum, k_range=(range_lo, range_hi), fixed_k=fixed_k, k_scale=float(range_hi), hidden=hidden,
+                   epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, device=device,
+                   callback=callback)
+    with torch.no_grad():
+        train_acc = accuracy(predict_proba(fit.model, X, hi).argmax(1), y)
+    return DistillResult(model=fit.model, fit=fit, k_range=(int(lo), int(hi)), k_scale=float(range_hi),
+                         fixed_k=None if fixed_k is None else int(fixed_k), n_train=n, d=d, n_classes=C,
+                         train_accuracy=train_acc, memory=memory_footprint(fit.model, n, d), search_seconds=t_search)
+
+
+def validation_split(labels: np.ndarray, val_fraction: float = 0.1, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split training rows into fitting rows and a class-stratified validation fraction.
+
+    Parameters
+    ----------
+    labels : ndarray (n,) int64
+        Labels to stratify on (the training labels).
+    val_fraction : float, default 0.1
+        Share of the rows held out, ``0 < val_fraction < 1``; ``round(val_fraction · n)`` rows
+        (at least 1, at most ``n - 1``), class counts proportional to the class frequencies
+        (largest remainders, :func:`knntools.methods.dknn.select_calibration`).
+    seed : int, default 0
+
+    Returns
+    -------
+    fit_rows, val_rows : ndarray int64, sorted, disjoint, together all of ``0..n-1``
+
+    Raises
+    ------
+    InputError
+        ``val_fraction`` outside (0, 1) or fewer than 2 rows.
+    """
+    from knntools.methods.dknn import select_calibration
+
+    y = np.asarray(labels, dtype=np.int64)
+    n = len(y)
+    if not (0.0 < float(val_fraction) < 1.0):
+        raise InputError(f"validation fraction {val_fraction}; expected a number in (0, 1)")
+    if n < 2:
+        raise InputError(f"{n} training rows; expected at least 2 to hold some out for validation")
+    size = min(n - 1, max(1, int(round(float(val_fraction) * n))))
+    val = select_calibration(y, size, "stratified", random_state=int(seed))
+    mask = np.ones(n, dtype=bool)
+    mask[val] = False
+    return np.flatnonzero(mask).astype(np.int64), val
+
+
+@dataclass
+class KSelection:
+    """What :func:`select_k` returns: the k chosen on validation rows, never on test labels.
+
+    Attributes
+    ----------
+    k : int                   kNet's k: best kNet accuracy on the validation rows (ties: smallest k)
+    knn_k : int               the same rule for plain kNN
+    ks : list of int          the candidate ks (sorted)
+    rows : list of dict       per k: ``k``, ``knet_accuracy``, ``knn_accuracy`` on the validation rows
+    n_fit, n_val : int        training rows used to fit / held out
+    val_fraction : float
+    seed : int                seed of the split
+    """
+
+    k: int
+    knn_k: int
+    ks: list[int]
+    rows: list[dict[str, Any]]
+    n_fit: int
+    n_val: int
+    val_fraction: float
+    seed: int
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready dict of the attributes (``method`` = ``"validation"``)."""
+        return {"method": "validation", "k": self.k, "knn_k": self.knn_k, "val_fraction": self.val_fraction,
+                "seed": self.seed, "n_fit": self.n_fit, "n_val": self.n_val, "validation": self.rows}
+
+
+def _best_k(rows: list[dict[str, Any]], key: str) -> int:
+    return int(max(rows, key=lambda r: (r[key], -r["k"]))["k"])
+
+
+def select_k(
+    X: np.ndarray,
+    labels: np.ndarray,
+    ks: Any,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    n_classes: int | None = None,
+    k_range: tuple[int, int] = DEFAULT_K_RANGE,
+    fixed_k: int | None = None,
+    include_self: bool = False,
+    backend: str = "exact",
+    metric: str = "l2",
+    search_params: Mapping[str, Any] | None = None,
+    hidden: int | None = None,
+    epochs: int = 30,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    train_seed: int = 0,
+    device: Any = "cpu",
+) -> KSelection:
+    """Pick kNet's k from ``ks`` by accuracy on a held-out stratified fraction of the TRAINING rows.
+
+    The paper leaves the choice of k open (§4 "How to choose k?": k = 41 or 15 "usually gives good
+    results") and its tables report every k on the test set; picking the best column there uses
+    the test labels. Here the choice never sees test data: :func:`validation_split` holds out
+    ``val_fraction`` of the training rows (stratified on ``labels``, seeded), and a kNet is
+    **trained without them** with the given training settings (normally the checkpoint's) —
+    the validation rows are neither in the neighbour index, nor targets, nor anyone's neighbours —
+    so they are queries kNet and kNN have never seen, exactly like test rows in the paper's
+    protocol (§4: kNet trained on the training set, evaluated on held-out data). Excluding them
+    only from the index while reusing a kNet trained on all rows would leak: every validation
+    row's label shaped its neighbours' targets, i.e. the function kNet learned around it.
+    Accuracy is measured against ``labels`` (the noisy training labels, all a practitioner has;
+    under uniform noise the noisy-label accuracy is an increasing affine function of the clean one,
+    so the ranking of ks is the same in expectation). Plain kNN's k is chosen the same way, with
+    the fitting rows as the reference set. Ties go to the smallest k.
+
+    Note that the embedding itself (the preliminary network) was trained on all training rows;
+    that is outside this function's reach.
+
+    Parameters
+    ----------
+    X : ndarray (n, d) float32
+        Training embeddings.
+    labels : ndarray (n,) int64
+        Training labels (the ones kNet is distilled from).
+    ks : iterable of int
+        Candidate ks (the evaluation sweep), each ``>= 1`` and at most the fitting rows.
+    val_fraction : float, default 0.1
+    seed : int, default 0
+        Seed of the split.
+    n_classes, k_range, fixed_k, include_self, backend, metric, search_params, hidden, epochs,
+    batch_size, lr, weight_decay, device
+        As in :func:`distill`; ``train_seed`` is its ``seed``.
+
+    Returns
+    -------
+    KSelection
+
+    Raises
+    ------
+    InputError
+        As :func:`validation_split` and :func:`distill` (on the fitting rows); a candidate k
+        beyond the fitting rows (:func:`knntools.search.base.check_k`).
+    """
+    from knntools.search.base import check_k
+
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray(labels, dtype=np.int64)
+    cand = sorted({int(k) for k in ks})
+    fit_rows, val_rows = validation_split(y, val_fraction, seed=seed)
+    C = int(n_classes) if n_classes else int(y.max()) + 1
+    if not cand:
+        raise InputError("no candidate ks; expected at least one k >= 1")
+    try:
+        check_k(cand[0], len(fit_rows)), check_k(cand[-1], len(fit_rows))
+    except InputError as exc:
+        raise InputError(f"kNN over the {len(fit_rows)} fitting rows (validation rows held out): {exc}") from None
+    Xf, Xv = X[fit_rows], X[val_rows]
+    idx = _neighbor_index(Xf, None, backend, metric, search_params)
+    res = distill(Xf, y[fit_rows], n_classes=C, k_range=k_range, fixed_k=fixed_k, include_self=include_self, index=idx,
+                  hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=train_seed,
+                  device=device)
+    _, nb = idx.kneighbors(Xv, max(cand))
+    nl = neighbor_labels_from_indices(nb, y[fit_rows])
+    yv = y[val_rows]
+    rows = [{"k": k, "knet_accuracy": accuracy(predict_proba(res.model, Xv, k, device=device).argmax(1), yv),
+             "knn_accuracy": accuracy(knn_vote(nl, k, C)[1], yv)} for k in cand]
+    return KSelection(k=_best_k(rows, "knet_accuracy"), knn_k=_best_k(rows, "knn_accuracy"), ks=cand, rows=rows,
+                      n_fit=len(fit_rows), n_val=len(val_rows), val_fraction=float(val_fraction), seed=int(seed))
+
+
+def training_settings(model: KNet, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The training settings of a distilled kNet, as keyword arguments of :func:`select_k`.
+
+    Parameters
+    ----------
+    model : KNet
+        The checkpoint's network (its ``hidden`` width and ``k_scale``).
+    meta : mapping
+        The checkpoint's ``meta`` (``k_range``, ``fixed_k``, ``include_self``, ``train`` with
+        ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``seed``); missing entries take
+        :func:`fit_knet`'s defaults.
+
+    Returns
+    -------
+    dict
+        ``k_range`` (for a fixed kNet ``(1, k_scale)``, which only sets the scale), ``fixed_k``,
+        ``include_self``, ``hidden``, ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``train_seed``.
+    """
+    train = dict(meta.get("train") or {})
+    fixed = meta.get("fixed_k")
+    k_range = (1, int(model.k_scale)) if fixed is not None else tuple(int(v) for v in (meta.get("k_range") or (1, int(model.k_scale))))
+    return {"k_range": k_range, "fixed_k": None if fixed is None else int(fixed), "include_self": bool(meta.get("include_self", False)),
+            "hidden": model.hidden, "epochs": int(train.get("epochs", 30)), "batch_size": int(train.get("batch_size", 128)),
+            "lr": float(train.get("lr", 1e-3)), "weight_decay": float(train.get("weight_decay", 0.0)),
+            "train_seed": int(train.get("seed", 0))}
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` returns.
+
+    Attributes
+    ----------
+    metrics : dict
+        JSON-ready: ``dnn_accuracy`` (or None), ``knet_accuracy`` (at ``predict_k``), ``predict_k``,
+        ``accuracy`` (per k of ``ks``: ``k``, ``knet_accuracy``, ``knn_accuracy`` or None — paper
+        Tables 2–5), ``approximation`` (per k of ``curve_ks``: :func:`approximation_stats` —
+        Figure 3), ``best_knn`` / ``best_knet`` (the best row *on the evaluated labels*: an
+        oracle, for the tables only) and, with a ``selection``, ``selection``
+        (:meth:`KSelection.summary` plus ``knet_test_accuracy`` / ``knn_test_accuracy`` at the
+        selected ks).
+    predictions : ndarray (m,) int64       kNet's class at ``predict_k``
+    scores : ndarray (m, L) float32        kNet's output at ``predict_k``
+    extras : dict of ndarray (m,) int64    ``dnn_predictions``, ``knet_predictions_k<K>``, ``knn_predictions_k<K>``
+    ks, curve_ks : list of int
+    outside : list of int                  ks outside the training range (kNet extrapolates there)
+    search_seconds : float                 kNN index build (when not given) and search
+    knet_seconds_per_k : float
+    """
+
+    metrics: dict[str, Any]
+    predictions: np.ndarray
+    scores: np.ndarray
+    extras: dict[str, np.ndarray]
+    ks: list[int]
+    curve_ks: list[int]
+    outside: list[int]
+    search_seconds: float
+    knet_seconds_per_k: float
+
+
+def default_predict_k(k_range: tuple[int, int], fixed_k: int | None = None) -> int:
+    """The k kNet predicts at when none is given: the fixed k, else the middle of the range (51 for 1:101)."""
+    return int(fixed_k) if fixed_k is not None else (int(k_range[0]) + int(k_range[1])) // 2
+
+
+def evaluate(
+    model: KNet,
+    X: np.ndarray,
+    y_true: np.ndarray,
+    ks: Any,
+    *,
+    curve_ks: Any = None,
+    predict_k: int | None = None,
+    train_X: np.ndarray | None = None,
+    train_labels: np.ndarray | None = None,
+    index: Any = None,
+    backend: str = "exact",
+    metric: str = "l2",
+    search_params: Mapping[str, Any] | None = None,
+    dnn_predictions: np.ndarray | None = None,
+    k_range: tuple[int, int] | None = None,
+    fixed_k: int | None = None,
+    selection: KSelection | None = None,
+    device: Any = "cpu",
+) -> Evaluation:
+    """Evaluate a kNet beside the preliminary network and plain kNN (paper Tables 2–5, Figure 3).
+
+    Parameters
+    ----------
+    model : KNet
+    X : ndarray (m, d) float32
+        Embeddings of the evaluated rows (same layer and model as the training embeddings).
+    y_true : ndarray (m,) int64
+        Ground truth of the evaluated rows (the clean labels when known).
+    ks : iterable of int
+        The sweep: kNet and kNN accuracy at every k (Tables 2–5 columns).
+    curve_ks : iterable of int or None
+        ks of the kNet-vs-kNN comparison (Figure 3); default ``ks``.
+    predict_k : int or None
+        k of ``predictions`` / ``scores``; default the selected k with a ``selection``, else
+        :func:`default_predict_k`.
+    train_X : ndarray (n, d) float32 or None
+        Training embeddings for plain kNN; with ``train_labels``. ``None`` skips kNN.
+    train_labels : ndarray (n,) int64 or None
+        The labels kNN votes with (the noisy training labels).
+    index : NeighborIndex or None
+        A fitted index over ``train_X`` (else built with ``backend``, ``metric``, ``search_params``).
+    dnn_predictions : ndarray (m,) int64 or None
+        The preliminary network's classes (argmax of its logits).
+    k_range : (int, int) or None
+        The training range (default ``(1, k_scale)``), for the default k and the extrapolation list.
+    fixed_k : int or None
+        The checkpoint's fixed k, if any.
+    selection : KSelection or None
+        A k chosen on validation rows (:func:`select_k`); its ks must be in ``ks``.
+    device : str or torch.device, default "cpu"
+
+    Returns
+    -------
+    Evaluation
+
+    Raises
+    ------
+    InputError
+        A k beyond the training rows (:func:`knntools.search.base.check_k`), ``X`` of another
+        width, shape mismatches, a selected k not in ``ks``.
+    """
+    import time
+
+    from knntools.search.base import check_k
+
+    X = np.asarray(X, dtype=np.float32)
+    y_true = np.asarray(y_true, dtype=np.int64)
+    eval_ks = sorted({int(k) for k in ks})
+    curve = sorted({int(k) for k in curve_ks}) if curve_ks is not None else list(eval_ks)
+    if not eval_ks or min(eval_ks + curve) < 1:
+        raise InputError(f"ks {eval_ks}, curve ks {curve}: expected at least one k, every k >= 1")
+    lo, hi = (int(v) for v in (k_range or (1, int(model.k_scale))))
+    if selection is not None and selection.k not in eval_ks:
+        raise InputError(f"selected k={selection.k} is not among the evaluated ks {eval_ks}")
+    if predict_k is None:
+        predict_k = selection.k if selection is not None else default_predict_k((lo, hi), fixed_k)
+    all_ks = sorted(set(eval_ks) | set(curve) | {int(predict_k)})
+    C = model.n_classes
+    nl_test, t_search = None, 0.0
+    if train_X is not None:
+        if train_labels is None or len(train_labels) != len(train_X):
+            raise InputError("kNN reference: train_labels missing or of another length than train_X")
+        try:
+            check_k(min(all_ks), len(train_X)), check_k(max(all_ks), len(train_X))
+        except InputError as exc:
+            raise InputError(f"kNN over the training rows: {exc}") from None
+        t0 = time.perf_counter()
+        idx = _neighbor_index(np.asarray(train_X, dtype=np.float32), index, backend, metric, search_params)
+        _, nb = idx.kneighbors(X, max(all_ks))  # every k voted below
+        t_search = time.perf_counter() - t0
+        nl_test = neighbor_labels_from_indices(nb, train_labels)
+    t0 = time.perf_counter()
+    p_knet = {k: predict_proba(model, X, k, device=device) for k in all_ks}
+    t_knet = (time.perf_counter() - t0) / len(all_ks)
+    acc_rows: list[dict[str, Any]] = []
+    approx_rows: list[dict[str, Any]] = []
+    extras: dict[str, np.ndarray] = {}
+    if dnn_predictions is not None:
+        extras["dnn_predictions"] = np.asarray(dnn_predictions, dtype=np.int64)
+    for k in all_ks:
+        knet_pred = p_knet[k].argmax(axis=1).astype(np.int64)
+        row: dict[str, Any] = {"k": k, "knet_accuracy": accuracy(knet_pred, y_true), "knn_accuracy": None}
+        p_knn = None
+        if nl_test is not None:
+            p_knn, knn_pred = knn_vote(nl_test, k, C)
+            row["knn_accuracy"] = accuracy(knn_pred, y_true)
+        if k in eval_ks:
+            acc_rows.append(row)
+            extras[f"knet_predictions_k{k}"] = knet_pred
+            if p_knn is not None:
+                extras[f"knn_predictions_k{k}"] = knn_pred
+        if k in curve and p_knn is not None:
+            approx_rows.append({"k": k, **approximation_stats(p_knet[k], p_knn)})
+    final_pred = p_knet[predict_k].argmax(axis=1).astype(np.int64)
+    metrics: dict[str, Any] = {
+        "dnn_accuracy": accuracy(dnn_predictions, y_true) if dnn_predictions is not None else None,
+        "knet_accuracy": accuracy(final_pred, y_true), "predict_k": int(predict_k),
+        "accuracy": acc_rows, "approximation": approx_rows,
+        "best_knn": max((r for r in acc_rows if r["knn_accuracy"] is not None), key=lambda r: r["knn_accuracy"], default=None),
+        "best_knet": max(acc_rows, key=lambda r: r["knet_accuracy"]),
+    }
+    if selection is not None:
+        by_k = {r["k"]: r for r in acc_rows}
+        metrics["selection"] = {**selection.summary(), "knet_test_accuracy": by_k[selection.k]["knet_accuracy"],
+                                "knn_test_accuracy": by_k[selection.knn_k]["knn_accuracy"] if selection.knn_k in by_k else None}
+    outside = [k for k in all_ks if not lo <= k <= hi]
+    return Evaluation(metrics=metrics, predictions=final_pred, scores=p_knet[predict_k], extras=extras, ks=eval_ks,
+                      curve_ks=curve, outside=outside, search_seconds=t_search, knet_seconds_per_k=t_knet)
+
+
+# --------------------------------------------------------------------------------------------
 # Checkpoints (plain dicts: torch.load(weights_only=True))
 # --------------------------------------------------------------------------------------------
 
 
 def to_checkpoint(model: KNet, meta: Mapping[str, Any]) -> dict[str, Any]:
-    """A self-describing, ``weights_only``-loadable checkpoint dict.
+    """A self-describing, ``weights_only``-loadable checkpoint dict of ``kind="knet"``.
 
-    Contents: ``format`` (:data:`CHECKPOINT_FORMAT`), ``format_version``, ``architecture``
-    (``"FC(d+1->h)-ReLU-BN-FC(h->L)-softmax"``), ``config`` (``d``, ``n_classes``, ``hidden``,
-    ``k_scale``, ``k_encoding``), ``state_dict`` (tensors), ``n_parameters`` and ``meta`` (caller
-    facts: source file uuid/path, model_uuid, layer, classes, k range, training settings…; only
-    str/int/float/bool/None and lists/dicts of them).
+    Contents: the header of :func:`knntools.models.checkpoint.checkpoint_header` (``format``,
+    ``format_version``, ``kind="knet"``), ``architecture`` (``"FC(d+1->h)-ReLU-BN-FC(h->L)-softmax"``),
+    ``config`` (``d``, ``n_classes``, ``hidden``, ``k_scale``, ``k_encoding``), ``state_dict``
+    (tensors), ``n_parameters`` and ``meta`` (caller facts: source file uuid/path, model_uuid, layer,
+    classes, k range, training settings…; only str/int/float/bool/None and lists/dicts of them).
+    Write it with :func:`knntools.models.checkpoint.write_checkpoint` ``(ckpt, path, kind="knet")``.
     """
+    from knntools.models.checkpoint import make_checkpoint
+
     cfg = {**model.config(), "k_encoding": K_ENCODING}
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_VERSION,
+    return make_checkpoint({
         "architecture": "FC(d+1->h)-ReLU-BN-FC(h->L)-softmax",
         "config": cfg,
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "n_parameters": model.n_parameters(),
         "meta": _plain(dict(meta)),
-    }
+    }, kind="knet")
 
 
 def from_checkpoint(obj: Any, where: str = "checkpoint") -> tuple[KNet, dict[str, Any]]:
-    """Rebuild a :class:`KNet` from :func:`to_checkpoint`'s dict; returns ``(model, meta)``.
+    """Rebuild a :class:`KNet` from a checkpoint; returns ``(model in eval mode, meta)``.
+
+    Parameters
+    ----------
+    obj : dict or path-like
+        :func:`to_checkpoint`'s dict (or what ``torch.load(weights_only=True)`` read), or the path of
+        a ``.pt`` (read with :func:`knntools.models.checkpoint.read_checkpoint` ``(path, kind="knet")``).
+        Files of the earlier ``format="knntools-knet"`` load too.
+    where : str, default "checkpoint"
+        Names the source in messages when ``obj`` is a dict.
 
     Raises
     ------
     InputError
-        Not a kNet checkpoint, a newer format version, or weights that do not fit the config.
+        Missing file, not a kNet checkpoint (:class:`~knntools.errors.SchemaError`), a newer format
+        version, or weights that do not fit the config.
     """
-    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{where}: not a kNet checkpoint (format is {obj.get('format') if isinstance(obj, dict) else type(obj).__name__!r}); expected one written by `knntools distill-knet`")
-    version = obj.get("format_version")
-    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
-        raise InputError(f"{where}: kNet checkpoint format_version {version!r}; expected an integer <= {CHECKPOINT_VERSION}")
+    import os
+
+    from knntools.models.checkpoint import check_checkpoint, read_checkpoint
+
+    expected = "a kNet checkpoint written by `knntools distill-knet`"
+    if isinstance(obj, (str, os.PathLike)):
+        where = str(obj)
+        obj = read_checkpoint(obj, kind="knet", expected=expected)
+    else:
+        obj = check_checkpoint(obj, kind="knet", where=where, expected=expected)
     cfg = obj.get("config") or {}
     try:
         model = KNet(cfg["d"], cfg["n_classes"], hidden=cfg["hidden"], k_scale=cfg["k_scale"])
@@ -580,21 +1120,30 @@ def _plain(value: Any) -> Any:
 __all__ = [
     "CHECKPOINT_FORMAT",
     "DEFAULT_K_RANGE",
+    "DistillResult",
+    "Evaluation",
     "FitResult",
     "KNet",
+    "KSelection",
     "K_ENCODING",
     "accuracy",
     "approximation_stats",
     "check_k_range",
     "cumulative_votes",
     "default_hidden",
+    "default_predict_k",
+    "distill",
+    "evaluate",
     "fit_knet",
     "from_checkpoint",
     "knn_vote",
     "memory_footprint",
     "neighbor_labels_from_indices",
     "predict_proba",
+    "select_k",
     "to_checkpoint",
     "training_neighbors",
+    "training_settings",
+    "validation_split",
     "vote_targets",
 ]

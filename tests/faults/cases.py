@@ -36,7 +36,7 @@ WRITERS: dict[str, tuple[tuple[str, ...], str]] = {
     "dknn": (("dknn", "@tr.h5", "@te.h5", "-k", "5", "--calibration", "100", "-o", "{o}"), ".h5"),
     "lasenn": (("lasenn", "@tr.h5", "@te.h5", "-k", "5", "-o", "{o}"), ".h5"),
     "distill-knet": (("distill-knet", "@tr.h5", "--layer", "penultimate", "--k-range", "1:11", "--epochs", "1", "--hidden", "4", "--num-threads", "1", "-o", "{o}"), ".pt"),
-    "distill-knet-eval": (("distill-knet", "@knet.pt", "--eval", "@te.h5", "--train", "@tr.h5", "--k", "1,5", "-o", "{o}"), ".h5"),
+    "distill-knet-eval": (("distill-knet", "@knet.pt", "--eval", "@te.h5", "--train", "@tr.h5", "--k-sweep", "1,5", "-o", "{o}"), ".h5"),
     "embed-shard": (("embed", "@m.pt", "--split", "test", "--shard", "1/2", "-o", "{o}"), ".h5"),
     "merge": (("merge", "@sh0.h5", "@sh1.h5", "-o", "{o}"), ".h5"),
     "merge-virtual": (("merge", "--virtual", "@sh1.h5", "@sh0.h5", "-o", "{o}"), ".h5"),
@@ -178,7 +178,7 @@ def _input_cases() -> list[Case]:
     add("distill-knet/nan", _replace(kt, "@tr.h5", "@nan.h5"))
     add("distill-knet/k-range-0", _replace(kt, "1:11", "0:5"))
     add("distill-knet/k-range>N", _replace(kt, "1:11", "1:100000"))
-    add("distill-knet/fixed-k=0", kt + ("--fixed-k", "0"))
+    add("distill-knet/fixed-k=0", kt + ("-k", "0"))
     add("distill-knet/unknown-layer", _replace(kt, "penultimate", "nosuchlayer"))
     add("distill-knet/malicious-pickle", _replace(ke, "@knet.pt", "@evil.pt"))
     add("distill-knet/train-checkpoint", _replace(ke, "@knet.pt", "@m.pt"))
