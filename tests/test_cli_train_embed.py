@@ -226,3 +226,23 @@ def test_fashion_mnist_commands_as_written_small(capsys, tmp_path):
     e = ok_json(capsys, "embed", tmp_path / "noisy.pt", "--split", "test", "--layers", "penultimate", "-o", tmp_path / "test.h5")
     assert e["dataset"] == "fashion-mnist" and e["n_samples"] == 10000
     assert e["accuracy"] == pytest.approx(s["test_acc"], abs=1e-9)
+
+
+def test_library_calls_match_the_commands(tmp_path, digits_model):
+    """fit_classifier / plan_embedding + write_activations are what train / embed run: same weights, same rows."""
+    from knntools.models.checkpoint import read_checkpoint, write_checkpoint
+    from knntools.models.features import plan_embedding, write_activations
+    from knntools.models.training import TrainConfig, fit_classifier
+
+    path, summary = digits_model
+    res = fit_classifier("digits", arch="mlp", arch_kwargs={"hidden": 64}, config=TrainConfig(epochs=4, lr=3e-3, seed=0))
+    cli = read_checkpoint(path, kind="model")
+    assert all(torch.equal(v, res.checkpoint["state_dict"][k]) for k, v in cli["state_dict"].items())
+    assert res.history[-1]["test_acc"] == summary["test_acc"] and res.info["n_train"] == summary["n_train"]
+    write_checkpoint(res.checkpoint, tmp_path / "lib.pt", kind="model")
+    assert read_checkpoint(tmp_path / "lib.pt")["kind"] == "model"
+    plan = plan_embedding(tmp_path / "lib.pt", split="test", layers="penultimate")
+    out = write_activations(plan, tmp_path / "lib.h5", rows=(100, 200))
+    assert plan.names == ["fc1"] and out["n_samples"] == 100
+    with KFile(tmp_path / "lib.h5", "activations") as kf:
+        assert kf.read_layer("fc1").shape == (100, 64) and np.array_equal(kf.read("ids"), plan.data.ids[100:200])
