@@ -246,3 +246,22 @@ def test_library_calls_match_the_commands(tmp_path, digits_model):
     assert plan.names == ["fc1"] and out["n_samples"] == 100
     with KFile(tmp_path / "lib.h5", "activations") as kf:
         assert kf.read_layer("fc1").shape == (100, 64) and np.array_equal(kf.read("ids"), plan.data.ids[100:200])
+
+
+def test_info_reads_every_checkpoint_kind_and_earlier_formats(capsys, tmp_path, digits_model):
+    from knntools.methods import knet as kn
+
+    path, summary = digits_model
+    res = ok_json(capsys, "info", path)["files"][0]
+    assert (res["kind"], res["checkpoint_kind"], res["format"]) == ("checkpoint", "model", "knntools-checkpoint")
+    assert res["provenance"]["uuid"] == summary["model_uuid"] and res["n_parameters"] == summary["n_parameters"]
+    old = dict(torch.load(path, weights_only=True), format="knntools-model", format_version=1)  # an earlier release's file
+    del old["kind"]
+    torch.save(old, tmp_path / "old.pt")
+    torch.save(kn.to_checkpoint(kn.KNet(4, 3), {"source_uuid": "s-1"}), tmp_path / "knet.pt")
+    files = ok_json(capsys, "info", tmp_path / "old.pt", tmp_path / "knet.pt")["files"]
+    assert [(f["checkpoint_kind"], f["format"]) for f in files] == [("model", "knntools-model"), ("knet", "knntools-checkpoint")]
+    assert files[0]["provenance"]["uuid"] == summary["model_uuid"] and files[1]["provenance"]["parents"] == ["s-1"]
+    torch.save({"w": torch.zeros(2)}, tmp_path / "sd.pt")
+    code, out, err = invoke(capsys, "info", tmp_path / "sd.pt")
+    assert code == 2 and "sd.pt: not a knntools checkpoint (no 'format' header)" in err and err.count("\n") == 1
