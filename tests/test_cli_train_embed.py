@@ -226,3 +226,42 @@ def test_fashion_mnist_commands_as_written_small(capsys, tmp_path):
     e = ok_json(capsys, "embed", tmp_path / "noisy.pt", "--split", "test", "--layers", "penultimate", "-o", tmp_path / "test.h5")
     assert e["dataset"] == "fashion-mnist" and e["n_samples"] == 10000
     assert e["accuracy"] == pytest.approx(s["test_acc"], abs=1e-9)
+
+
+def test_library_calls_match_the_commands(tmp_path, digits_model):
+    """fit_classifier / plan_embedding + write_activations are what train / embed run: same weights, same rows."""
+    from knntools.models.checkpoint import read_checkpoint, write_checkpoint
+    from knntools.models.features import plan_embedding, write_activations
+    from knntools.models.training import TrainConfig, fit_classifier
+
+    path, summary = digits_model
+    res = fit_classifier("digits", arch="mlp", arch_kwargs={"hidden": 64}, config=TrainConfig(epochs=4, lr=3e-3, seed=0))
+    cli = read_checkpoint(path, kind="model")
+    assert all(torch.equal(v, res.checkpoint["state_dict"][k]) for k, v in cli["state_dict"].items())
+    assert res.history[-1]["test_acc"] == summary["test_acc"] and res.info["n_train"] == summary["n_train"]
+    write_checkpoint(res.checkpoint, tmp_path / "lib.pt", kind="model")
+    assert read_checkpoint(tmp_path / "lib.pt")["kind"] == "model"
+    plan = plan_embedding(tmp_path / "lib.pt", split="test", layers="penultimate")
+    out = write_activations(plan, tmp_path / "lib.h5", rows=(100, 200))
+    assert plan.names == ["fc1"] and out["n_samples"] == 100
+    with KFile(tmp_path / "lib.h5", "activations") as kf:
+        assert kf.read_layer("fc1").shape == (100, 64) and np.array_equal(kf.read("ids"), plan.data.ids[100:200])
+
+
+def test_info_reads_every_checkpoint_kind_and_earlier_formats(capsys, tmp_path, digits_model):
+    from knntools.methods import knet as kn
+
+    path, summary = digits_model
+    res = ok_json(capsys, "info", path)["files"][0]
+    assert (res["kind"], res["checkpoint_kind"], res["format"]) == ("checkpoint", "model", "knntools-checkpoint")
+    assert res["provenance"]["uuid"] == summary["model_uuid"] and res["n_parameters"] == summary["n_parameters"]
+    old = dict(torch.load(path, weights_only=True), format="knntools-model", format_version=1)  # an earlier release's file
+    del old["kind"]
+    torch.save(old, tmp_path / "old.pt")
+    torch.save(kn.to_checkpoint(kn.KNet(4, 3), {"source_uuid": "s-1"}), tmp_path / "knet.pt")
+    files = ok_json(capsys, "info", tmp_path / "old.pt", tmp_path / "knet.pt")["files"]
+    assert [(f["checkpoint_kind"], f["format"]) for f in files] == [("model", "knntools-model"), ("knet", "knntools-checkpoint")]
+    assert files[0]["provenance"]["uuid"] == summary["model_uuid"] and files[1]["provenance"]["parents"] == ["s-1"]
+    torch.save({"w": torch.zeros(2)}, tmp_path / "sd.pt")
+    code, out, err = invoke(capsys, "info", tmp_path / "sd.pt")
+    assert code == 2 and "sd.pt: not a knntools checkpoint (no 'format' header)" in err and err.count("\n") == 1

@@ -105,8 +105,7 @@ EXCEPTIONS = {
     ("seq2knn", "--n-neighbors"): "-K alias, K of the paper",
     ("lasenn", "--n-neighbors"): "--k alias, comma list sweep",
     ("probe", "--n-neighbors"): "--k alias, paper's k = 30",
-    # layer specs not yet on the shared Layers/Layer options (issue 18); embed also takes 'none'
-    ("embed", "--layers"): "also 'none' (logits only)",
+    # layer specs not yet on the shared Layers/Layer options (issue 18)
     ("probe", "--layers"): "own help",
     ("lasenn", "--layer"): "also 'paper'",
     ("oversample", "--layer"): "ignored for features files",

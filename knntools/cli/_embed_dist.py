@@ -48,21 +48,23 @@ def _run_id_of(path: Path) -> str | None:
     return v.decode() if isinstance(v, bytes) else (str(v) if v is not None else None)
 
 
-def embed_distributed(write: Callable[[Path, dict], str], output: Path, shard_attrs: dict, counts: dict[str, int], *,
-                      device: Any, force: bool) -> str:
-    """Run the torchrun protocol above; returns the set's uuid (on every rank).
+def embed_distributed(write: Callable[[Path, dict], dict], output: Path, shard_attrs: dict, *, device: Any, force: bool) -> tuple[str, dict[str, int]]:
+    """Run the torchrun protocol above; returns the set's uuid and the summed counts (on every rank).
 
     Parameters
     ----------
     write : callable
-        ``write(dest, extra_root_attrs) -> uuid`` embeds this rank's rows into ``dest``.
+        ``write(dest, extra_root_attrs) -> {"correct", "correct_vs_labels", ...}`` embeds this
+        rank's rows into ``dest`` (:func:`knntools.models.features.write_activations`).
     output : Path
         The set file (``-o``); parts go beside it (:func:`knntools.io.shards.part_path`).
     shard_attrs : dict
         This rank's shard attributes (shard_index = rank, shard_count = world size).
-    counts : dict
-        ``{"clean": int, "train": int}`` correct-prediction counts filled by ``write``; summed over
-        the ranks in place.
+
+    Returns
+    -------
+    (uuid, counts)
+        The set's uuid and ``{"correct", "correct_vs_labels"}`` summed over the ranks.
 
     Raises
     ------
@@ -105,18 +107,18 @@ def embed_distributed(write: Callable[[Path, dict], str], output: Path, shard_at
 
         previous = signal.signal(signal.SIGTERM, on_term)
         try:
-            write(parts[rank], {**shard_attrs, "run_id": run_id})
+            res = write(parts[rank], {**shard_attrs, "run_id": run_id})
             dev = torch.device(f"cuda:{di.local_rank}") if backend_for(device) == "nccl" else torch.device("cpu")
-            t = torch.tensor([counts["clean"], counts["train"]], dtype=torch.int64, device=dev)
+            t = torch.tensor([res["correct"], res["correct_vs_labels"]], dtype=torch.int64, device=dev)
             _collective(tdist.all_reduce, t)  # also the barrier: every part is written
-            counts["clean"], counts["train"] = (int(v) for v in t.cpu().tolist())
+            counts = dict(zip(("correct", "correct_vs_labels"), (int(v) for v in t.cpu().tolist())))
             set_uuid = None
             if rank == 0:
                 set_uuid = write_virtual_set(output, check_parts(parts), force=force, extra_attrs={"run_id": run_id})
             box = [set_uuid]
             _collective(tdist.broadcast_object_list, box, src=0)  # the commit
             done["committed"] = True
-            return str(box[0])
+            return str(box[0]), counts
         except BaseException as exc:
             cleanup()
             if isinstance(exc, _PeerFailure):

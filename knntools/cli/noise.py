@@ -98,11 +98,10 @@ def noise_cli(
         "include_true": bool(not exclude_true), "dataset": data.name, "split": data.split,
         "class_map": {data.classes[a]: data.classes[b] for a, b in (cmap or {}).items()},
     }
-    parents = []
     write_labels(
         output, labels=res.labels, labels_clean=res.labels_clean, ids=data.ids,
         transition_matrix=res.transition_matrix, noise_matrix=res.noise_matrix, classes=data.classes,
-        attrs=attrs, parents=parents, seed=seed, force=force,
+        attrs=attrs, parents=[], seed=seed, force=force,
     )
     per_class = np.diag(res.noise_matrix)
     out.info(f"[bold]noise[/bold] {kind} r={rate:g} on {data.name}/{data.split}: {data.n_samples} labels, "

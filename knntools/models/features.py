@@ -531,3 +531,305 @@ def iter_activations(
         logits, store = run_layers(net, xb, names)
         feats = {name: _pool(store[name], pool)[keep].float().cpu().numpy().astype(dtype, copy=False) for name in names}
         yield start + keep.start, feats, logits[keep].float().cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------------
+# Embedding a dataset split into an activations file (what `knntools embed` runs)
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EmbedPlan:
+    """A network, a dataset split and what to store: the input of :func:`write_activations`.
+
+    Attributes
+    ----------
+    net : Network
+    data : Dataset or None
+        The split (:mod:`knntools.io.datasets`); None when planned with ``list_only``.
+    names : list of str
+        Hidden layers to store (logits are stored separately).
+    shapes : list of dict
+        :func:`describe_layers` rows of ``names``, then ``logits``.
+    store_logits : bool
+        False when the network's logit count differs from the dataset's classes.
+    labels_train, labels_clean : ndarray int64 [N]
+        Labels the network was trained with (a labels file, the checkpoint's ``train_labels`` for
+        its own training split, else the dataset's) and the dataset's true labels.
+    labels_source : str
+    parents : list of str
+        Provenance parents (model uuid, labels file uuid).
+    attack, eps, pgd_steps, pgd_step_size, pgd_random_start, pool, dtype
+        As given to :func:`plan_embedding`.
+    attack_params : dict
+        The attack's parameters as stored (empty without an attack).
+    attrs : dict
+        Root attributes of the activations file.
+    warnings : list of str
+        Things the caller should tell the user (e.g. logits not stored).
+    """
+
+    net: Network
+    data: Any = None
+    names: list[str] = field(default_factory=list)
+    shapes: list[dict[str, Any]] = field(default_factory=list)
+    store_logits: bool = True
+    labels_train: Any = None
+    labels_clean: Any = None
+    labels_source: str = "dataset"
+    parents: list[str] = field(default_factory=list)
+    attack: str = "none"
+    eps: float | None = None
+    pgd_steps: int = 10
+    pgd_step_size: float | None = None
+    pgd_random_start: bool = True
+    attack_params: dict[str, Any] = field(default_factory=dict)
+    pool: str = "none"
+    dtype: str = "float32"
+    attrs: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _embedding_labels(plan: EmbedPlan, labels: Any, ckpt_prov: dict[str, Any]) -> None:
+    """Fill ``plan``'s labels: a labels file, else the checkpoint's own training labels, else the dataset's."""
+    from knntools.io.h5 import KFile
+
+    data, ckpt = plan.data, plan.net.checkpoint
+    plan.labels_clean = plan.labels_train = data.y
+    if labels is not None:
+        with KFile(labels, "labels") as lf:
+            if lf.n_samples != data.n_samples:
+                raise InputError(f"{labels}: labels: {lf.n_samples} rows but {data.name}/{data.split} has {data.n_samples}; expected a labels file for this split")
+            if lf.n_classes and lf.n_classes != data.n_classes:
+                raise InputError(f"{labels}: classes: {lf.n_classes} classes but {data.name} has {data.n_classes}")
+            plan.labels_train = lf.read_labels("labels")
+            plan.labels_source = f"labels file {labels} ({lf.uuid})"
+            plan.parents.append(lf.uuid)
+    elif ckpt and "train_labels" in ckpt and data.split == "train" and data.name == ckpt_prov.get("dataset"):
+        tl = ckpt["train_labels"].numpy().astype(np.int64)
+        if len(tl) == data.n_samples:
+            plan.labels_train = tl
+            plan.labels_source = f"checkpoint train_labels (labels file uuid {ckpt_prov.get('labels_uuid')})"
+            if ckpt_prov.get("labels_uuid"):
+                plan.parents.append(str(ckpt_prov["labels_uuid"]))
+
+
+def plan_embedding(
+    model: str | os.PathLike | None = None,
+    *,
+    arch: str | None = None,
+    weights: str | None = None,
+    normalization: dict[str, list[float]] | None = None,
+    dataset: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    split: str = "test",
+    download: bool = False,
+    label_column: str | None = None,
+    layers: str | Sequence[str] = "all",
+    pool: str = "none",
+    dtype: str = "float32",
+    labels: str | os.PathLike | None = None,
+    attack: str = "none",
+    eps: float | None = None,
+    pgd_steps: int = 10,
+    pgd_step_size: float | None = None,
+    pgd_random_start: bool = True,
+    list_only: bool = False,
+) -> EmbedPlan:
+    """Load a network and a dataset split, resolve the layers and labels to store.
+
+    Parameters
+    ----------
+    model : path, optional
+        A knntools checkpoint or TorchScript file; or None with ``arch`` and ``weights``
+        (see :func:`load_network`).
+    arch, weights, normalization
+        See :func:`load_network`.
+    dataset : str, optional
+        Dataset name or table file; default: the checkpoint's training dataset (and its
+        ``data_dir`` when that folder exists), else ``"digits"``.
+    data_dir, split, download, label_column
+        Passed to :func:`knntools.io.datasets.load_dataset` / ``load_table``.
+    layers : str or sequence, default "all"
+        Layer spec of :func:`resolve_layers` (``all | hidden | penultimate | NAME[,NAME...]``;
+        ``logits`` or ``none`` store the logits only).
+    pool : {"none", "avg", "max"}, default "none"
+    dtype : {"float32", "float16"}, default "float32"
+        Storage dtype of hidden layers (logits stay float32).
+    labels : path, optional
+        A ``labels`` file (``knntools noise``) for this split, stored as ``labels``.
+    attack : {"none", "fgsm", "pgd"}, default "none"
+    eps, pgd_steps, pgd_step_size, pgd_random_start
+        Attack budget (L-inf, [0, 1] pixel units) and PGD settings (:mod:`knntools.models.attacks`).
+    list_only : bool, default False
+        Only load the network (no dataset for a knntools checkpoint): for listing its layers.
+
+    Returns
+    -------
+    EmbedPlan
+
+    Raises
+    ------
+    InputError
+        Missing model file, unknown layer, a split whose input shape or class count does not fit
+        the network, a labels file of another split, an attack on tabular data or on a network
+        whose logits do not match the classes.
+    SchemaError
+        A model file that is neither a knntools model checkpoint nor TorchScript.
+    """
+    from knntools.io import datasets as dsets
+    from knntools.models.checkpoint import is_torchscript
+
+    is_ckpt = model is not None and Path(model).is_file() and not is_torchscript(model)
+    if model is not None and not Path(model).is_file():
+        raise InputError(f"{model}: no such file")
+    ckpt_prov: dict[str, Any] = {}
+    net = None
+    if is_ckpt:
+        net = load_network(model, arch=arch, weights=weights, normalization=normalization)
+        ckpt_prov = dict(net.checkpoint["provenance"])
+    if dataset is None:
+        dataset = ckpt_prov.get("dataset_path") or ckpt_prov.get("dataset") or "digits"
+        if data_dir is None and ckpt_prov.get("data_dir") and Path(ckpt_prov["data_dir"]).is_dir():
+            data_dir = Path(ckpt_prov["data_dir"])
+    is_table = Path(str(dataset)).suffix.lower() in (".csv", ".npz", ".h5", ".hdf5")
+    is_folder = str(dataset) in dsets.FOLDER_SETS  # streamed; images sized by the model (below)
+
+    def load_data(net: Network | None = None) -> Any:
+        if is_table:
+            return dsets.load_table(dataset, label_column=label_column)
+        if is_folder and net is not None:  # the weights' own resize/crop, else S×S of the model's input
+            return dsets.load_dataset(dataset, split=split, data_dir=data_dir, transform=net.transform, image_size=int(net.input_shape[-1]))
+        return dsets.load_dataset(dataset, split=split, data_dir=data_dir, download=download)
+
+    data = None
+    if net is None:
+        input_shape = None
+        if is_folder:  # named weights: their crop size; other external models: 224×224 RGB
+            named = weights is not None and not Path(weights).is_file()
+            input_shape = None if named else (3, dsets.DEFAULT_IMAGE_SIZE, dsets.DEFAULT_IMAGE_SIZE)
+        else:
+            data = load_data()
+            input_shape = data.input_shape
+        net = load_network(model, arch=arch, weights=weights, input_shape=input_shape, normalization=normalization)
+    plan = EmbedPlan(net=net, pool=pool, dtype=dtype, attack=attack, eps=eps, pgd_steps=pgd_steps, pgd_step_size=pgd_step_size,
+                     pgd_random_start=pgd_random_start, parents=[net.model_uuid] if net.model_uuid else [])
+    if list_only:
+        return plan
+    plan.names = names = resolve_layers(net, layers)
+    plan.data = data = data if data is not None else load_data(net)
+    if tuple(data.input_shape) != tuple(net.input_shape):
+        raise InputError(f"{net.path}: the model takes inputs of shape {tuple(net.input_shape)} but {data.name}/{data.split} has {tuple(data.input_shape)}; expected the dataset it was trained on")
+    classes = list(net.classes) or list(data.classes)
+    if net.classes and len(net.classes) != data.n_classes:
+        raise InputError(f"{net.path}: the model has {len(net.classes)} classes but {data.name} has {data.n_classes}; expected the same classes")
+    if attack != "none" and data.kind != "image":
+        raise InputError(f"attack {attack}: needs image inputs in [0, 1]; {data.name} is tabular")
+    plan.shapes = describe_layers(net, names, pool=pool)
+    n_logits = plan.shapes[-1]["dim"]
+    if n_logits != data.n_classes:
+        if attack != "none":
+            raise InputError(f"attack {attack}: the model outputs {n_logits} logits but {data.name} has {data.n_classes} classes; expected matching classes")
+        plan.warnings.append(f"the model outputs {n_logits} logits but {data.name} has {data.n_classes} classes; logits are not stored")
+        classes = list(data.classes)
+    plan.store_logits = n_logits == data.n_classes
+    _embedding_labels(plan, labels, ckpt_prov)
+    if attack != "none":
+        plan.attack_params = {"eps": float(eps), "norm": "linf", "targeted": False, "labels": "labels_clean",
+                              "input_range": "[0, 1] pixels before normalisation", "clip": [0.0, 1.0]}
+        if attack == "pgd":
+            plan.attack_params.update({"steps": int(pgd_steps), "step_size": float(pgd_step_size if pgd_step_size is not None else 2.5 * float(eps) / pgd_steps),
+                                       "random_start": bool(pgd_random_start)})
+    plan.attrs = {
+        "classes": classes, "layer_order": names, "penultimate": net.penultimate if net.penultimate in names else (names[-1] if names else None),
+        "dataset": data.name, "split": data.split, "model_uuid": net.model_uuid, "model_arch": net.arch, "model_kind": net.kind,
+        "model_path": str(Path(net.path).resolve()) if net.path and not net.weights else (net.weights or None), "attack": attack, "attack_params": plan.attack_params,
+        "pooling": pool, "layer_dtype": dtype, "labels_source": plan.labels_source,
+        "normalization": net.normalization, "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+    }
+    return plan
+
+
+def write_activations(plan: EmbedPlan, dest: str | os.PathLike, *, rows: tuple[int, int] | None = None, attrs: dict[str, Any] | None = None,
+                      batch_size: int = 500, device: Any = "cpu", seed: int = 0, workers: int = 0, force: bool = False,
+                      on_batch: Any = None) -> dict[str, Any]:
+    """Stream ``plan``'s layers for rows ``[start, stop)`` of its split into an ``activations`` file.
+
+    Writes (through :func:`knntools.io.h5.create`, atomically) ``layers/<name>`` [n, d] of
+    ``plan.dtype``, ``logits`` float32 [n, C] (when stored), ``labels`` / ``labels_clean`` / ``ids``
+    int64 [n], and the root attributes ``plan.attrs`` plus ``attrs`` (e.g. shard attributes).
+    Memory stays at one batch (see :func:`iter_activations`, which also fixes the batches, so a
+    row range gives bit-identical rows to the whole-split run).
+
+    Parameters
+    ----------
+    plan : EmbedPlan
+        From :func:`plan_embedding`.
+    dest : path
+        Output ``.h5``.
+    rows : (start, stop), optional
+        Default: the whole split.
+    attrs : dict, optional
+        Extra root attributes.
+    batch_size, device, seed, workers
+        Passed to :func:`iter_activations` (``seed``: PGD random starts; also the file's ``seed``).
+    force : bool, default False
+        Overwrite an existing ``dest``.
+    on_batch : callable, optional
+        Called with the number of rows of each batch written.
+
+    Returns
+    -------
+    dict
+        ``{"uuid", "n_samples", "correct", "correct_vs_labels"}``: the file's uuid and the number of
+        rows whose logits' argmax equals ``labels_clean`` / ``labels`` (0 without logits).
+
+    Raises
+    ------
+    InputError
+        Existing ``dest`` without ``force``, ``rows`` outside the split.
+    KnnToolsError
+        Non-finite activations (float16 overflow).
+    """
+    from knntools.errors import KnnToolsError
+    from knntools.io.h5 import create, create_stream, write_array
+
+    data = plan.data
+    a, b = (0, data.n_samples) if rows is None else (int(rows[0]), int(rows[1]))
+    n = b - a
+    labels_clean = np.asarray(plan.labels_clean)[a:b]
+    labels_train = np.asarray(plan.labels_train)[a:b]
+    np_dtype = np.float32 if plan.dtype == "float32" else np.float16
+    n_logits = plan.shapes[-1]["dim"]
+    counts = {"clean": 0, "train": 0}
+    with create(dest, "activations", parents=plan.parents, seed=seed, attrs={**plan.attrs, **(attrs or {})}, force=force) as f:
+        streams = {}
+        for row in plan.shapes[:-1]:
+            streams[row["name"]] = create_stream(f, f"layers/{row['name']}", (n, row["dim"]), np_dtype,
+                                                 attrs={"shape": row["shape"] if plan.pool == "none" else [row["dim"]], "module": row["module"],
+                                                        "pooling": plan.pool, "shape_unpooled": row["shape"]})
+        logits_ds = create_stream(f, "logits", (n, n_logits), np.float32) if plan.store_logits else None
+        for abs_start, feats, logits in iter_activations(
+            plan.net, data.X, plan.names, batch_size=batch_size, device=device, pool=plan.pool, dtype=np_dtype, attack=plan.attack,
+            y_attack=np.asarray(plan.labels_clean), eps=float(plan.eps or 0.0), pgd_steps=plan.pgd_steps, pgd_step_size=plan.pgd_step_size,
+            seed=seed, pgd_random_start=plan.pgd_random_start, workers=workers, rows=(a, b),
+        ):
+            start = abs_start - a  # iter_activations yields rows of the whole split
+            stop = start + len(logits)
+            for name, block in feats.items():
+                if not np.isfinite(block).all():
+                    raise KnnToolsError(f"layer '{name}': non-finite activations in rows {start}..{stop - 1} (float16 overflow? try --dtype float32)")
+                streams[name][start:stop] = block
+            if logits_ds is not None:
+                logits_ds[start:stop] = logits
+                pred = logits.argmax(1)
+                counts["clean"] += int((pred == labels_clean[start:stop]).sum())
+                counts["train"] += int((pred == labels_train[start:stop]).sum())
+            if on_batch is not None:
+                on_batch(len(logits))
+        write_array(f, "labels", np.asarray(labels_train, dtype=np.int64))
+        write_array(f, "labels_clean", np.asarray(labels_clean, dtype=np.int64))
+        write_array(f, "ids", np.asarray(np.asarray(data.ids)[a:b], dtype=np.int64))
+        if plan.store_logits and n:
+            f.attrs["accuracy"] = float(counts["clean"] / n)
+        return {"uuid": str(f.attrs["uuid"]), "n_samples": n, "correct": counts["clean"], "correct_vs_labels": counts["train"]}
