@@ -265,3 +265,19 @@ def test_info_reads_every_checkpoint_kind_and_earlier_formats(capsys, tmp_path, 
     torch.save({"w": torch.zeros(2)}, tmp_path / "sd.pt")
     code, out, err = invoke(capsys, "info", tmp_path / "sd.pt")
     assert code == 2 and "sd.pt: not a knntools checkpoint (no 'format' header)" in err and err.count("\n") == 1
+
+
+def test_subset_rows_are_independent_of_the_noisy_rows(tmp_path, capsys):
+    """`noise --seed S` and `train --subset N --seed S` used to draw from the same stream, so the subset
+    was exactly the noisy rows (for permute 0.5, ~100 % wrong labels instead of ~45 %)."""
+    import torch
+    import h5py
+
+    lab, model = tmp_path / "labels.h5", tmp_path / "m.pt"
+    ok_json(capsys, "noise", "--dataset", "digits", "--kind", "permute", "--rate", "0.5", "--seed", "0", "-o", lab)
+    ok_json(capsys, "train", "--dataset", "digits", "--labels", lab, "--subset", "400", "--epochs", "1", "--seed", "0", "-o", model)
+    ck = torch.load(model, weights_only=True)
+    rows = ck["subset_ids"].numpy()
+    with h5py.File(lab) as f:
+        wrong = (f["labels"][:][rows] != f["labels_clean"][:][rows]).mean()
+    assert 0.3 < wrong < 0.6, wrong  # ~0.5 * 0.9 of a random subset, as on the whole split

@@ -631,6 +631,10 @@ def _load_training_data(dataset: str, *, data_dir: Any, download: bool, label_co
     return train_ds, test_ds, False
 
 
+#: Second seed word of the --subset draw, so that it is independent of every other seeded draw.
+SUBSET_STREAM = 0x5B5E7
+
+
 def fit_classifier(
     dataset: str = "digits",
     *,
@@ -678,7 +682,9 @@ def fit_classifier(
     labels : path, optional
         A ``labels`` file (``knntools noise``) for the training split: train on its labels.
     subset : int, optional
-        Train on this many rows drawn without replacement (seeded), sorted (Cohen et al. 2018).
+        Train on this many rows drawn without replacement (seeded, from the stream
+        ``default_rng([seed, SUBSET_STREAM])``, independent of the rows ``noise --seed`` picks), sorted
+        (Cohen et al. 2018).
     normalize : bool, default True
         Fit per-channel (images) / per-feature (tables) mean and std on the training rows.
     resume : path, optional
@@ -751,7 +757,9 @@ def fit_classifier(
     if resumed is not None and "subset_ids" in resumed:
         rows = resumed["subset_ids"].numpy().astype(np.int64)
     elif subset is not None:
-        rows = np.sort(np.random.default_rng(seed).choice(train_ds.n_samples, size=subset, replace=False))
+        # a stream of its own: `noise --seed S` draws its noisy rows from default_rng(S), and the same
+        # draw here would make the subset exactly the noisy rows (every label of it wrong)
+        rows = np.sort(np.random.default_rng([int(seed), SUBSET_STREAM]).choice(train_ds.n_samples, size=subset, replace=False))
     if train_ds.streaming:  # folder sets: a view of the torch Dataset, images decoded by the DataLoader
         X_fit = train_ds.X if len(rows) == train_ds.n_samples else torch.utils.data.Subset(train_ds.X, rows.tolist())
         y_fit = y_train[rows]
