@@ -208,8 +208,8 @@ def _report(out: Output, res: Any, d: dict[str, Any], output: Path, metric: str,
                  f"k={sel.k}, w_q={sel.w_q:g}, validation accuracy {sel.accuracy:.4f} (network {sel.accuracy_original:.4f})")
     if res.sweep:
         cols = ["k", "w_q", "n_changed"] + (["acc. LaSeNN", "acc. original", "Δ acc"] if y_te is not None else [])
-        cols += ["acc. val", "chosen"] if sel is not None else []
+        cols += ["acc. val", "chosen on val."] if sel is not None else []
         out.table("parameter sweep (one search; test accuracy)", cols,
                   [(r["k"], f"{r['w_q']:g}", r["n_changed"]) + ((r["accuracy"], r["accuracy_original"], r["delta"]) if y_te is not None else ())
-                   + ((r["accuracy_val"], "← chosen on validation" if r["selected"] else "") if sel is not None else ()) for r in res.sweep])
+                   + ((r["accuracy_val"], "✓" if r["selected"] else "") if sel is not None else ()) for r in res.sweep])
     out.detail(f"read {times['read']:.2f}s, search {times['search']:.2f}s, total {times['total']:.2f}s")
