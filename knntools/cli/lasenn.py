@@ -100,7 +100,7 @@ def lasenn_cli(
     t_read = time.perf_counter() - t0
     res = ls.run_lasenn(d["X_tr"], d["logits_tr"], d["Q"], d["logits_te"], k=k, w_q=ls.main_value(w_qs, ls.DEFAULT_W_Q),
                         k_sweep=ks, w_q_sweep=w_qs if len(w_qs) > 1 else None, y_train=d["y_tr"], y_test=d["y_te"],
-                        Q_flipped=d["Q_fl"], analyze=analyze, select_on=select_on, val_fraction=val_fraction, seed=seed,
+                        Q_flipped=d["Q_fl"], analyze=analyze, select_on=select_on, val_fraction=val_fraction, val_seed=seed,
                         metric=metric, backend=backend, output=network_output, **params)
     run_params = {"layer": d["name"], "k": res.k, "w_q": res.w_q, "network_output": network_output, "metric": metric,
                   "backend": backend, "flipped": str(flipped) if flipped else None, "search_params": params,

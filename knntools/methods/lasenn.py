@@ -452,6 +452,10 @@ def main_value(values: Sequence[Any], default: Any) -> Any:
     ----------
     values : non-empty sequence
     default : the paper's value (:data:`DEFAULT_K` or :data:`DEFAULT_W_Q`)
+
+    Returns
+    -------
+    One element of ``values``.
     """
     values = list(values)
     return default if default in values and len(values) > 1 else values[0]
@@ -547,7 +551,7 @@ def select_w_q(
     w_qs: Sequence[float] = W_Q_GRID,
     *,
     val_fraction: float = DEFAULT_VAL_FRACTION,
-    seed: Any = 0,
+    val_seed: Any = 0,
     metric: str = "l2",
     backend: str = "exact",
     output: str = "softmax",
@@ -560,8 +564,10 @@ def select_w_q(
     ``val_fraction`` of the training rows (:func:`validation_split`) is removed from the neighbour
     index; each validation row is a query whose LaSeNN output (Algorithm 1, line 9) is computed
     from its neighbours among the remaining rows, for every candidate pair, from one search with
-    ``max(ks)``. The pair with the highest validation accuracy against ``y_train`` wins; ties go to
-    the candidate listed first (ks in order, then w_qs in order). No test data is involved.
+    ``max(ks)``. The pair with the highest validation accuracy against ``y_train`` wins; among tied
+    pairs the one nearest the paper's values (closest ``w_q`` to 0.88, then closest ``k`` to 3, then
+    the first listed), so that a validation split too small to tell them apart falls back towards
+    Algorithm 1's defaults. No test data is involved.
 
     Note that the network was trained on the validation rows too (they are training rows), so its
     own output on them is as confident as on any training row; the split only keeps each row out of
@@ -577,8 +583,8 @@ def select_w_q(
     ks : sequence of int, default (3,)
     w_qs : sequence of float in [0, 1], default :data:`W_Q_GRID` (the paper's Table 5 values)
     val_fraction : float in (0, 1), default 0.1
-    seed : int, default 0
-        Draws the validation split (and seeds hnsw).
+    val_seed : int, default 0
+        Draws the validation split (an hnsw seed goes in ``search_params`` as ``seed``).
     metric, backend, output, **search_params
         As :class:`LaSeNN`.
 
@@ -600,7 +606,7 @@ def select_w_q(
     n = len(y)
     if len(train_logits) != n or X_train.shape[0] != n:
         raise InputError(f"y_train has {n} rows, train_logits {len(train_logits)} and X_train {X_train.shape[0]}; expected one row per training sample")
-    index_rows, val_rows = validation_split(y, val_fraction, seed)
+    index_rows, val_rows = validation_split(y, val_fraction, val_seed)
     k_max = max(ks)
     X = np.asarray(X_train)
     logits = np.asarray(train_logits, dtype=np.float64)
@@ -615,11 +621,13 @@ def select_w_q(
         for w in w_qs:
             acc = float((blend(q_out, mean_k, w).argmax(1) == y_val).mean())
             table.append({"k": int(k), "w_q": float(w), "accuracy": acc})
-    best = max(range(len(table)), key=lambda i: (table[i]["accuracy"], -i))
+    # ties: the candidate nearest the paper's values (w_q first, then k), then the one listed first
+    best = max(range(len(table)), key=lambda i: (table[i]["accuracy"], -abs(table[i]["w_q"] - DEFAULT_W_Q),
+                                                 -abs(table[i]["k"] - DEFAULT_K), -i))
     return Selection(k=table[best]["k"], w_q=table[best]["w_q"], accuracy=table[best]["accuracy"],
                      accuracy_original=float((q_out.argmax(1) == y_val).mean()), table=table, val_rows=val_rows,
                      n_index=int(len(index_rows)), val_fraction=float(val_fraction),
-                     seed=int(seed) if isinstance(seed, (int, np.integer)) else None)
+                     seed=int(val_seed) if isinstance(val_seed, (int, np.integer)) else None)
 
 
 @dataclass
@@ -676,7 +684,7 @@ def run_lasenn(
     analyze: bool = False,
     select_on: str = "none",
     val_fraction: float = DEFAULT_VAL_FRACTION,
-    seed: Any = 0,
+    val_seed: Any = 0,
     metric: str = "l2",
     backend: str = "exact",
     output: str = "softmax",
@@ -703,7 +711,7 @@ def run_lasenn(
     Q_flipped : array-like (n, d), optional        flipped queries (§3.6; union of neighbours)
     analyze : bool                                add the Table 2 statistics (needs both labels)
     select_on : {"none", "validation"}, default "none"
-    val_fraction : float, default 0.1;  seed : int, default 0   the validation split
+    val_fraction : float, default 0.1;  val_seed : int, default 0   the validation split
     metric, backend, output, **search_params       as :class:`LaSeNN`
 
     Returns
@@ -729,7 +737,7 @@ def run_lasenn(
             raise InputError("selection on validation needs the training labels; expected y_train")
         if len(w_qs) == 1:
             w_qs = list(W_Q_GRID)
-        selection = select_w_q(X_train, train_logits, y_train, ks, w_qs, val_fraction=val_fraction, seed=seed,
+        selection = select_w_q(X_train, train_logits, y_train, ks, w_qs, val_fraction=val_fraction, val_seed=val_seed,
                                metric=metric, backend=backend, output=output, **search_params)
         k, w_q = selection.k, selection.w_q
     if analyze and (y_train is None or y_test is None):
