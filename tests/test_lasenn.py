@@ -126,7 +126,8 @@ def test_bad_parameters():
     with pytest.raises(InputError):
         ls.LaSeNN(w_q=1.5)
     with pytest.raises(InputError):
-        ls.LaSeNN(k=5).fit(X, np.zeros((5, 3)))
+        ls.LaSeNN(k=6).fit(X, np.zeros((5, 3)))  # k <= n_train (search.base.check_k)
+    ls.LaSeNN(k=5).fit(X, np.zeros((5, 3)))
     with pytest.raises(InputError):
         ls.LaSeNN(output="probits")
 
@@ -170,7 +171,7 @@ def test_cli_sweep_cosine_flipped(activations_pair, tmp_path):
         write_activations(flip_path, layers=layers, logits=f["logits"][()], labels=f["labels"][()], ids=f["ids"][()],
                           classes=["a", "b", "c"], attrs={"model_uuid": "model-0", "split": "test"})
     out = tmp_path / "sweep.h5"
-    res = run_json("lasenn", train, test, "--metric", "cosine", "--k", "1,3,8", "--w-q", "0,0.88", "--flipped", flip_path, "-o", out)
+    res = run_json("lasenn", train, test, "--metric", "cosine", "--k-sweep", "1,3,8", "--w-q", "0,0.88", "--flipped", flip_path, "-o", out)
     assert res["k"] == 3 and res["w_q"] == 0.88 and res["flipped"] is True
     assert len(res["sweep"]) == 6
     main = [r for r in res["sweep"] if r["k"] == 3 and r["w_q"] == 0.88][0]
@@ -182,8 +183,11 @@ def test_cli_sweep_cosine_flipped(activations_pair, tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["--w-q", "1.5"], "--w-q"),
     (["--w-q", "-0.1"], "--w-q"),
-    (["-k", "300"], "training size"),
-    (["-k", "1,400"], "training size"),
+    (["-k", "301"], "candidate rows"),
+    (["--k-sweep", "1,400"], "candidate rows"),
+    (["--k-sweep", "1,x"], "--k-sweep"),
+    (["--select-on", "test"], "--select-on"),
+    (["--select-on", "validation", "--val-fraction", "1.5"], "--val-fraction"),
     (["--layer", "fc9"], "fc9"),
     (["--network-output", "probits"], "probits"),
 ])

@@ -163,8 +163,9 @@ def test_cli_checkpoints(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["--classifiers", "knn,tree"], "tree"),
     (["--layers", "fc9"], "fc9"),
-    (["-k", "300"], "training size"),
-    (["-k", "50", "--max-train", "40"], "training size"),
+    (["-k", "301"], "candidate rows"),
+    (["-k", "41", "--max-train", "40"], "candidate rows"),
+    (["-k", "40", "--max-train", "40", "--loo"], "own row excluded"),
 ])
 def test_cli_bad_input(activations_pair, tmp_path, args, needle):
     train, test = activations_pair

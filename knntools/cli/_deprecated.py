@@ -19,6 +19,7 @@ from typing import Sequence, TextIO
 DEPRECATED_FLAGS: dict[str, dict[str, str]] = {
     "seq2knn": {"-K": "-k"},
     "probe": {"--k": "-k"},
+    "lasenn": {"--k": "-k"},
     "index": {"--layer": "--layers"},
     "distill-knet": {"--k": "--k-sweep", "--fixed-k": "--n-neighbors", "--predict-k": "--n-neighbors"},
 }
@@ -71,9 +72,9 @@ def apply_deprecations(args: Sequence[str], *, stream: TextIO | None = None) -> 
         One warning line per old flag used, unless ``-q``/``--quiet`` is among the arguments.
     """
     out = [str(a) for a in args]
-    if not out or out[0] not in DEPRECATED_FLAGS:
+    if not out or (out[0] not in DEPRECATED_FLAGS and out[0] not in VALUE_REWRITES):
         return out
-    command, table = out[0], DEPRECATED_FLAGS[out[0]]
+    command, table = out[0], DEPRECATED_FLAGS.get(out[0], {})
     used: list[tuple[str, str]] = []
     for i in range(1, len(out)):
         if out[i] == "--":
@@ -83,7 +84,53 @@ def apply_deprecations(args: Sequence[str], *, stream: TextIO | None = None) -> 
             out[i] = new_token
             if (old, table[old]) not in used:
                 used.append((old, table[old]))
+    if command in VALUE_REWRITES:
+        out, extra = VALUE_REWRITES[command](out)
+        used += [u for u in extra if u not in used]
     if used and not {"-q", "--quiet"}.intersection(out):
         for old, new in used:
             print(warning_line(command, old, new), file=stream or sys.stderr)
     return out
+
+
+# ---- rewrites that depend on the value (one hook per command, kept apart from the table) ----------
+
+
+def _lasenn_k_list(args: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """lasenn: ``-k 1,2,3`` (a comma list, the old sweep spelling) becomes ``--k-sweep 1,2,3 -k MAIN``.
+
+    MAIN is the k whose predictions the old command kept: 3 (the paper's) when listed, else the
+    first value, so an old command line gives the same file. ``-k 5`` (one value) is left alone.
+    Runs after the table, so ``--k 1,2`` (already ``-k 1,2``) is covered too.
+    """
+    out: list[str] = []
+    used: list[tuple[str, str]] = []
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        if tok == "--":
+            out += args[i:]
+            break
+        value = None
+        if tok in ("-k", "--n-neighbors") and i + 1 < len(args) and "," in args[i + 1]:
+            flag, value, i = tok, args[i + 1], i + 2
+        elif tok.startswith("--n-neighbors=") and "," in tok:
+            flag, value, i = "--n-neighbors", tok.partition("=")[2], i + 1
+        elif tok.startswith("-k") and not tok.startswith("--") and len(tok) > 2 and "," in tok:
+            flag, value, i = "-k", tok[2:], i + 1
+        if value is None:
+            out.append(tok)
+            i += 1
+            continue
+        out += ["--k-sweep", value]
+        try:
+            ks = [int(v) for v in value.split(",") if v.strip()]
+            out += ["-k", str(3 if 3 in ks else ks[0])]
+        except (ValueError, IndexError):
+            pass  # --k-sweep reports the bad list
+        used.append((f"{flag} LIST", "--k-sweep LIST"))
+    return out, used
+
+
+#: command -> hook(args) -> (args, [(old, new), ...]): value-aware rewrites applied after the table.
+VALUE_REWRITES = {"lasenn": _lasenn_k_list}

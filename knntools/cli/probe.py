@@ -9,11 +9,11 @@ from typing import Annotated, Any, List, Optional
 import typer
 
 from knntools.cli._errors import handle_errors
-from knntools.cli._options import Device, Force, Json, NumThreads, OutputPath, Quiet, Seed, Verbose
+from knntools.cli._options import K, Device, Force, Json, Layers, NumThreads, OutputPath, Quiet, Seed, Verbose
 from knntools.cli._output import Output
 from knntools.cli._search_options import Backend, Ef, EfConstruction, HnswM, Metric
 
-HELP = """Probe layers with k-NN (k = 30), linear SVM and logistic regression (Cohen, Giryes & Sapiro).
+HELP = """Probe layers (--layers) with k-NN (-k, the paper's k = 30), linear SVM and logistic regression (Cohen, Giryes & Sapiro).
 
 For each chosen layer, fits the classifiers on the training activations (with the labels the
 network was trained on) and reports, on train and test and per classifier: accuracy, P_SAME
@@ -74,9 +74,9 @@ def probe_cli(
     files: Annotated[Optional[List[Path]], typer.Argument(help="TRAIN.h5 [TEST.h5]; with --checkpoints, the activation files of several checkpoints.", dir_okay=False, show_default=False)] = None,
     test: Annotated[Optional[List[Path]], typer.Option("--test", help="Test activation file(s) (repeatable; with --checkpoints, one per checkpoint).", dir_okay=False)] = None,
     checkpoints: Annotated[bool, typer.Option("--checkpoints", help="Files are checkpoints of one training run: probe each and report curves against the step.")] = False,
-    layers: Annotated[str, typer.Option("--layers", help="all | hidden | penultimate | comma list of layer names.")] = "penultimate",
+    layers: Layers = "penultimate",
     classifiers: Annotated[str, typer.Option("--classifiers", help="Comma list of knn, svm, lr.")] = "knn,svm,lr",
-    k: Annotated[int, typer.Option("-k", "--k", "--n-neighbors", min=1, help="Neighbours of the k-NN probe (paper: 30).")] = 30,
+    k: K = 30,
     loo: Annotated[bool, typer.Option("--loo/--no-loo", help="Train-split k-NN: leave each sample out of its own vote (--loo, a deviation) or not (--no-loo: the paper's k-NN fitted and applied on the training set).")] = False,
     pca_dim: Annotated[int, typer.Option("--pca-dim", min=0, help="SVM/LR: reduce layers wider than this with PCA (0 = never).")] = 256,
     fit_samples: Annotated[int, typer.Option("--fit-samples", min=0, help="SVM/LR: fit on at most this many training rows (seeded, stratified; 0 = all).")] = 10000,
@@ -100,31 +100,86 @@ def probe_cli(
 ) -> None:
     import time
 
-    import numpy as np
-
     from knntools.cli._search_options import search_params
     from knntools.errors import InputError
-    from knntools.io.h5 import KFile, check_output_path, check_same_source
-    from knntools.io.table import rows_to_columns, write_table
+    from knntools.io.h5 import check_output_path
     from knntools.methods import probe as pb
-    from knntools.utils import softmax
 
     out = Output("probe", json_mode=json_, quiet=quiet, verbose=verbose)
     t0 = time.perf_counter()
-    # ---- validate ---------------------------------------------------------------------------
     clf_list = pb.parse_classifiers(classifiers)
     params = search_params(backend, M=M, ef_construction=ef_construction, ef=ef, num_threads=num_threads or None,
                            seed=seed, device=device)
-    pos = list(files or [])
-    tests = list(test or [])
-    if not pos:
-        raise InputError("no input files; expected TRAIN.h5 [TEST.h5] (or --checkpoints TRAIN_1.h5 … --test TEST_1.h5 …)")
     check_output_path(output, force)
     if plot is not None:
         if plot.resolve() == Path(output).resolve():
             raise InputError(f"--plot {plot}: same path as the output; expected a different .png path")
         check_output_path(plot, force)
-    keep_ids = None
+    cfg = pb.ProbeConfig(k=k, metric=metric, backend=backend, search_params=params, pca_dim=pca_dim or None,
+                         fit_samples=fit_samples or None, C=C, random_state=seed, loo=loo)
+    opened: list[Any] = []
+    try:
+        runs, names, keep_ids, parents = _plan(list(files or []), list(test or []), checkpoints, layers, trained_rows, opened)
+        res = pb.run_probe(runs, names, clf_list, cfg, max_train=max_train or None, max_test=max_test or None, progress=out.detail)
+    finally:
+        for kf in opened:
+            kf.close()
+    run_params = {"layers": layers, "classifiers": clf_list, "k": k, "loo": loo, "metric": metric, "backend": backend,
+                  "search_params": params, "pca_dim": pca_dim, "fit_samples": fit_samples, "max_train": max_train,
+                  "max_test": max_test, "C": C, "trained_rows": str(trained_rows) if trained_rows else None,
+                  "n_trained_rows": int(len(keep_ids)) if keep_ids is not None else None, "checkpoints": checkpoints,
+                  "accuracy_targets": {"train": "labels (as trained)", "test": "labels_clean if present else labels"}}
+    _write(output, plot, res, checkpoints, run_params, parents, seed=seed, force=force)
+    elapsed = time.perf_counter() - t0
+    _report(out, res, clf_list, k, checkpoints, output, plot, elapsed)
+    out.result({"command": "probe", "output": str(output), "plot": str(plot) if plot else None, "checkpoints": checkpoints,
+                "n_checkpoints": len(runs), "layers": names, "classifiers": clf_list, "k": k,
+                "rows": res.rows, "layers_info": res.layers_info, "memorization_step": res.memorization_step, "time_s": elapsed,
+                "timing_s": _timing(res, elapsed)}, [str(output)] + ([str(plot)] if plot else []))
+
+
+class _Rows:
+    """A file dataset read lazily by rows (``a[rows]``, ``a[:]``) through ``KFile``'s checked readers."""
+
+    def __init__(self, read: Any, name: str):
+        self.read, self.name = read, name
+
+    def __getitem__(self, rows: Any) -> Any:
+        return self.read(self.name, None if isinstance(rows, slice) else rows)
+
+
+class _Layers:
+    """``name -> _Rows`` for every layer of a file (read with ``KFile.read_layer`` when probed)."""
+
+    def __init__(self, kf: Any):
+        self.kf = kf
+
+    def __getitem__(self, name: str) -> _Rows:
+        return _Rows(self.kf.read_layer, name)
+
+
+def _split(kf: Any, train: bool, rows: Any = None) -> Any:
+    """A :class:`knntools.methods.probe.ProbeSplit` over an activation file (arrays read when probed)."""
+    from knntools.methods.probe import ProbeSplit
+
+    return ProbeSplit(layers=_Layers(kf), logits=_Rows(kf.read, "logits"),  # type: ignore[arg-type]
+                      labels=kf.read_labels("labels") if train else kf.truth_labels(),
+                      labels_clean=kf.read_labels("labels_clean") if train and kf.has("labels_clean") else None,
+                      rows=rows, n_classes=kf.n_classes)
+
+
+def _plan(pos: list[Path], tests: list[Path], checkpoints: bool, layers: str, trained_rows: Optional[Path],
+          opened: list[Any]) -> tuple[list[Any], list[str], Any, list[str]]:
+    """Open, pair (by checkpoint step) and check the activation files; resolve the layers once."""
+    import numpy as np
+
+    from knntools.cli._knn_options import check_activation_pair
+    from knntools.errors import InputError
+    from knntools.io.h5 import KFile
+
+    if not pos:
+        raise InputError("no input files; expected TRAIN.h5 [TEST.h5] (or --checkpoints TRAIN_1.h5 … --test TEST_1.h5 …)")
+    keep_ids = model_uuid_ck = None
     if trained_rows is not None:
         from knntools.models.checkpoint import load_checkpoint
 
@@ -133,159 +188,99 @@ def probe_cli(
             keep_ids = np.asarray(ck["subset_ids"].numpy(), dtype=np.int64)
         model_uuid_ck = (ck.get("provenance") or {}).get("model_uuid")
         del ck
-    opened: list[Any] = []
-    try:
-        for p in pos + tests:
-            opened.append(KFile(p, kind="activations"))
-        n_pos = len(pos)
-        # pairs of (step, train KFile, test KFile or None)
-        if checkpoints:
-            roles = [(kf, _role(kf, i >= n_pos)) for i, kf in enumerate(opened)]
-            trs = [kf for kf, r in roles if r == "train"]
-            tes = [kf for kf, r in roles if r == "test"]
-            if not trs:
-                raise InputError("--checkpoints: no training activation files found (attribute split='train' or given positionally)")
-            steps_tr = [_step_of(kf) for kf in trs]
-            steps_te = [_step_of(kf) for kf in tes]
-            if tes and len(tes) != len(trs):
-                raise InputError(f"--checkpoints: {len(trs)} training files but {len(tes)} test files; expected one test file per checkpoint (or none)")
-            if all(s is not None for s in steps_tr) and len(set(steps_tr)) == len(steps_tr):
-                if tes and (any(s is None for s in steps_te) or sorted(steps_te) != sorted(steps_tr)):
-                    raise InputError(f"--checkpoints: the test files' steps {steps_te} do not match the training files' steps {steps_tr}; expected one test file per checkpoint step")
-                by_step = {s: kf for s, kf in zip(steps_te, tes)}
-                pairs = sorted(((s, kf, by_step.get(s)) for s, kf in zip(steps_tr, trs)), key=lambda t: t[0])
-            else:  # no usable steps: pair in the given order, step = position
-                pairs = [(float(i), kf, tes[i] if tes else None) for i, kf in enumerate(trs)]
-        else:
-            if len(pos) > 2 or (len(pos) == 2 and tests) or len(tests) > 1:
-                raise InputError(f"expected TRAIN.h5 [TEST.h5], got {len(pos) + len(tests)} files; use --checkpoints for several checkpoints")
-            tr = opened[0]
-            te = opened[1] if len(opened) > 1 else None
-            pairs = [(None, tr, te)]
-        # layer names, shapes, classes, logits: all checked before any fitting
-        plan = []
-        for step, tr, te in pairs:
-            names = tr.resolve_layers(layers)
-            for f in (tr, te):
-                if f is None:
-                    continue
-                if not f.has("logits"):
-                    raise InputError(f"{f.path}: dataset 'logits' not found; expected the network's logits (re-run `knntools embed`)")
-                if not f.has("labels"):
-                    raise InputError(f"{f.path}: dataset 'labels' not found; expected the labels")
-            if te is not None:
-                for n in names:
-                    te.layer_path(n)
-                check_same_source(tr, te, names)
-                if te.dataset("logits").shape[1] != tr.dataset("logits").shape[1]:
-                    raise InputError(f"{te.path}: logits have {te.dataset('logits').shape[1]} classes but {tr.path} has {tr.dataset('logits').shape[1]}; expected the same classes")
-            n_tr = tr.n_samples
-            if trained_rows is not None:
-                mu = tr.attrs.get("model_uuid")
-                if mu and model_uuid_ck and mu != model_uuid_ck:
-                    raise InputError(f"--trained-rows {trained_rows}: model_uuid {model_uuid_ck} differs from {tr.path}'s {mu}; expected the checkpoint the activations came from")
-                if keep_ids is not None:
-                    missing = np.setdiff1d(keep_ids, tr.read("ids"))
-                    if len(missing):
-                        raise InputError(f"--trained-rows {trained_rows}: {len(missing)} trained ids (e.g. {int(missing[0])}) are not in {tr.path}'s ids; expected activations of the full training split")
-                    n_tr = len(keep_ids)
-            n_tr = min(n_tr, max_train) if max_train else n_tr
-            if "knn" in clf_list and k >= n_tr:
-                raise InputError(f"-k {k}: must be smaller than the training size ({tr.path}: {n_tr} samples used)")
-            plan.append((step, tr, te, names))
-        if checkpoints and len({tuple(p[3]) for p in plan}) > 1:
-            raise InputError("--checkpoints: the checkpoints' files resolve --layers to different layers; expected the same layers in every file")
-
-        # ---- work -------------------------------------------------------------------------
-        cfg = pb.ProbeConfig(k=k, metric=metric, backend=backend, search_params=params, pca_dim=pca_dim or None,
-                             fit_samples=fit_samples or None, C=C, random_state=seed, loo=loo)
-        rows: list[dict[str, Any]] = []
-        infos: list[dict[str, Any]] = []
-        parents: list[str] = []
-        for step, tr, te, names in plan:
-            parents += [tr.uuid] + ([te.uuid] if te is not None else [])
-            y_tr_all = tr.read_labels("labels")
-            base = np.arange(tr.n_samples)
+    for p in pos + tests:
+        opened.append(KFile(p, kind="activations"))
+    pairs = _pairs(opened, len(pos), checkpoints)
+    runs, names_seen, parents = [], set(), []
+    for step, tr, te in pairs:
+        parents += [tr.uuid] + ([te.uuid] if te is not None else [])
+        names = tr.resolve_layers(layers)
+        names_seen.add(tuple(names))
+        check_activation_pair(tr, te, names, labels=True)
+        rows = None
+        if trained_rows is not None:
+            mu = tr.attrs.get("model_uuid")
+            if mu and model_uuid_ck and mu != model_uuid_ck:
+                raise InputError(f"--trained-rows {trained_rows}: model_uuid {model_uuid_ck} differs from {tr.path}'s {mu}; expected the checkpoint the activations came from")
             if keep_ids is not None:
-                base = np.flatnonzero(np.isin(tr.read("ids"), keep_ids))
-            r_tr = base[pb.stratified_subsample(y_tr_all[base], max_train or None, seed)]
-            y_tr = y_tr_all[r_tr]
-            y_tr_clean = tr.read_labels("labels_clean")[r_tr] if tr.has("labels_clean") else None
-            if y_tr_clean is not None and np.array_equal(y_tr_clean, y_tr):
-                y_tr_clean = None
-            full_tr = len(r_tr) == tr.n_samples
-            q_tr = softmax(tr.read("logits", None if full_tr else r_tr), axis=1)
-            n_classes = max(tr.n_classes, q_tr.shape[1])
-            if te is not None:
-                y_te_all = te.truth_labels()
-                r_te = pb.stratified_subsample(y_te_all, max_test or None, seed)
-                full_te = len(r_te) == te.n_samples
-                y_te = y_te_all[r_te]
-                q_te = softmax(te.read("logits", None if full_te else r_te), axis=1)
-            for name in names:
-                t1 = time.perf_counter()
-                X_tr = tr.read_layer(name, None if full_tr else r_tr)  # each layer read once, both splits
-                X_te = te.read_layer(name, None if full_te else r_te) if te is not None else None
-                read_s = time.perf_counter() - t1
-                lrows, info = pb.probe_layer(X_tr, y_tr, q_tr, X_te, q_te if te is not None else None,
-                                             y_te if te is not None else None, clf_list, n_classes, cfg, y_train_clean=y_tr_clean)
-                dt = time.perf_counter() - t1
-                for r in lrows:
-                    rows.append({**({"step": step} if checkpoints else {}), "layer": name, "dim": int(X_tr.shape[1]), **r})
-                info["timing_s"] = {"read_s": read_s, **info["timing_s"]}
-                infos.append({"step": step, "layer": name, "dim": int(X_tr.shape[1]), "n_train": int(len(X_tr)),
-                              "n_test": int(len(X_te)) if X_te is not None else 0, "time_s": dt, **info})
-                out.detail(f"{'step ' + format(step, 'g') + ' ' if checkpoints else ''}{name}: {dt:.1f}s")
-                del X_tr, X_te
-    finally:
-        for kf in opened:
-            kf.close()
+                missing = np.setdiff1d(keep_ids, tr.ids())
+                if len(missing):
+                    raise InputError(f"--trained-rows {trained_rows}: {len(missing)} trained ids (e.g. {int(missing[0])}) are not in {tr.path}'s ids; expected activations of the full training split")
+                rows = np.flatnonzero(np.isin(tr.ids(), keep_ids))
+        runs.append((step if checkpoints else None, _split(tr, True, rows), _split(te, False) if te is not None else None))
+    if len(names_seen) > 1:
+        raise InputError("--checkpoints: the checkpoints' files resolve --layers to different layers; expected the same layers in every file")
+    return runs, list(next(iter(names_seen))), keep_ids, parents
 
-    # ---- write ----------------------------------------------------------------------------
+
+def _pairs(opened: list[Any], n_pos: int, checkpoints: bool) -> list[tuple[Any, Any, Any]]:
+    """(step, train KFile, test KFile or None) per checkpoint, or the one (None, train, test) pair."""
+    from knntools.errors import InputError
+
+    if not checkpoints:
+        if n_pos > 2 or (n_pos == 2 and len(opened) > 2) or len(opened) - n_pos > 1:
+            raise InputError(f"expected TRAIN.h5 [TEST.h5], got {len(opened)} files; use --checkpoints for several checkpoints")
+        return [(None, opened[0], opened[1] if len(opened) > 1 else None)]
+    roles = [(kf, _role(kf, i >= n_pos)) for i, kf in enumerate(opened)]
+    trs = [kf for kf, r in roles if r == "train"]
+    tes = [kf for kf, r in roles if r == "test"]
+    if not trs:
+        raise InputError("--checkpoints: no training activation files found (attribute split='train' or given positionally)")
+    steps_tr = [_step_of(kf) for kf in trs]
+    steps_te = [_step_of(kf) for kf in tes]
+    if tes and len(tes) != len(trs):
+        raise InputError(f"--checkpoints: {len(trs)} training files but {len(tes)} test files; expected one test file per checkpoint (or none)")
+    if all(s is not None for s in steps_tr) and len(set(steps_tr)) == len(steps_tr):
+        if tes and (any(s is None for s in steps_te) or sorted(steps_te) != sorted(steps_tr)):
+            raise InputError(f"--checkpoints: the test files' steps {steps_te} do not match the training files' steps {steps_tr}; expected one test file per checkpoint step")
+        by_step = {s: kf for s, kf in zip(steps_te, tes)}
+        return sorted(((s, kf, by_step.get(s)) for s, kf in zip(steps_tr, trs)), key=lambda t: t[0])
+    return [(float(i), kf, tes[i] if tes else None) for i, kf in enumerate(trs)]  # no usable steps: given order
+
+
+STAGES = ["read_s", "knn_train_s", "knn_test_s", "svm_fit_s", "lr_fit_s", "metrics_s"]
+
+
+def _timing(res: Any, elapsed: float) -> dict[str, Any]:
+    infos = res.layers_info
+    return {"total": elapsed, **{s_[:-2]: float(sum(i["timing_s"][s_] for i in infos)) for s_ in STAGES},
+            "per_layer": [{"step": i["step"], "layer": i["layer"], "dim": i["dim"], **i["timing_s"]} for i in infos]}
+
+
+def _write(output: Path, plot: Optional[Path], res: Any, checkpoints: bool, run_params: dict[str, Any], parents: list[str],
+           *, seed: int, force: bool) -> None:
+    """Write the table file (one row per step, layer, classifier and split) and the optional PNG."""
+    import numpy as np
+
+    from knntools.io.table import rows_to_columns, write_table
+
+    rows = res.rows
     base_cols = (["step"] if checkpoints else []) + ["layer", "dim", "classifier", "split", "n", "accuracy", "accuracy_clean",
                                                      "p_same", "kl", "n_same", "n_different", "n_both_correct",
                                                      "n_model_only_correct", "n_dnn_only_correct", "n_both_wrong", "converged"]
-    present = [c for c in base_cols if any(c in r for r in rows)]
-    cols = rows_to_columns(rows, present)
+    cols = rows_to_columns(rows, [c for c in base_cols if any(c in r for r in rows)])
     if "converged" in cols:  # dnn / knn rows have no convergence flag: store 1 / 0 / -1 (not applicable)
         cols["converged"] = [(-1 if not isinstance(v, bool) else int(v)) for v in cols["converged"]]
-    memo = None
-    if checkpoints:
-        memo = {}
-        for name in plan[0][3]:
-            sel = [r for r in rows if r["layer"] == name and r["classifier"] == "dnn" and r["split"] == "train"]
-            memo[name] = pb.memorization_step([r["step"] for r in sel], [r["accuracy"] for r in sel])
-    run_params = {"layers": layers, "classifiers": clf_list, "k": k, "loo": loo, "metric": metric, "backend": backend,
-                  "search_params": params, "pca_dim": pca_dim, "fit_samples": fit_samples, "max_train": max_train,
-                  "max_test": max_test, "C": C, "trained_rows": str(trained_rows) if trained_rows else None,
-                  "n_trained_rows": int(len(keep_ids)) if keep_ids is not None else None, "checkpoints": checkpoints,
-                  "accuracy_targets": {"train": "labels (as trained)", "test": "labels_clean if present else labels"}}
     write_table(output, cols, table="one row per " + ("step, " if checkpoints else "") + "layer, classifier (dnn = the network itself) and split",
-                attrs={"method": "probe", "params": run_params, "layers_info": infos, "memorization_step": memo},
+                attrs={"method": "probe", "params": run_params, "layers_info": res.layers_info, "memorization_step": res.memorization_step},
                 parents=parents, seed=seed, force=force)
     if plot is not None:
         from knntools.plotting.probe import plot_curves, plot_layers, save_png
 
         arrs = {kk: np.asarray(v, dtype=object if kk in ("layer", "classifier", "split") else None) for kk, v in cols.items()}
-        fig = plot_curves(arrs, memorization=memo) if checkpoints else plot_layers(arrs)
+        fig = plot_curves(arrs, memorization=res.memorization_step) if checkpoints else plot_layers(arrs)
         save_png(fig, plot, force=force)
-    elapsed = time.perf_counter() - t0
 
-    # ---- report -----------------------------------------------------------------------------
+
+def _report(out: Output, res: Any, clf_list: list[str], k: int, checkpoints: bool, output: Path, plot: Optional[Path], elapsed: float) -> None:
+    """Print the metrics table, the per-layer timing table and the memorisation steps."""
     show = ["step"] if checkpoints else []
+    st = (lambda r: [format(r["step"], "g")]) if checkpoints else (lambda r: [])
     out.table(f"probe ({', '.join(clf_list)}; k={k}) — accuracy / P_SAME / D_KL(M‖DNN)", show + ["layer", "classifier", "split", "accuracy", "p_same", "kl"],
-              [tuple(([format(r["step"], "g")] if checkpoints else []) + [r["layer"], r["classifier"], r["split"], r["accuracy"], r["p_same"], r["kl"]]) for r in rows])
-    stages = ["read_s", "knn_train_s", "knn_test_s", "svm_fit_s", "lr_fit_s", "metrics_s"]
+              [tuple(st(r) + [r["layer"], r["classifier"], r["split"], r["accuracy"], r["p_same"], r["kl"]]) for r in res.rows])
     out.table("per-layer timing (s)", show + ["layer", "dim", "read", "knn train", "knn test", "svm fit", "lr fit", "metrics"],
-              [tuple(([format(i["step"], "g")] if checkpoints else []) + [i["layer"], i["dim"]] + [i["timing_s"][s_] for s_ in stages])
-               for i in infos])
-    timing_s = {"total": elapsed, **{s_[:-2]: float(sum(i["timing_s"][s_] for i in infos)) for s_ in stages},
-                "per_layer": [{"step": i["step"], "layer": i["layer"], "dim": i["dim"], **i["timing_s"]} for i in infos]}
+              [tuple(st(i) + [i["layer"], i["dim"]] + [i["timing_s"][s_] for s_ in STAGES]) for i in res.layers_info])
+    memo = res.memorization_step
     if memo and any(v is not None for v in memo.values()):
         out.info(f"memorisation (DNN train accuracy = 100 %) first at step(s): {memo}")
-    out.info(f"{len(rows)} rows → {output}" + (f", plot → {plot}" if plot else "") + f" ({elapsed:.1f}s)")
-    outputs = [str(output)] + ([str(plot)] if plot else [])
-    out.result({"command": "probe", "output": str(output), "plot": str(plot) if plot else None, "checkpoints": checkpoints,
-                "n_checkpoints": len(plan), "layers": plan[0][3], "classifiers": clf_list, "k": k,
-                "rows": rows, "layers_info": infos, "memorization_step": memo, "time_s": elapsed,
-                "timing_s": timing_s}, outputs)
+    out.info(f"{len(res.rows)} rows → {output}" + (f", plot → {plot}" if plot else "") + f" ({elapsed:.1f}s)")

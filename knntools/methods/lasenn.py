@@ -25,16 +25,27 @@ the query, always Euclidean whatever metric found them), the Pearson correlation
 ``corr(P, avgL2)`` with its p-value, ``samePred`` (fraction of unchanged predictions) and
 ``avgL2`` over correctly / wrongly classified (by the network) and changed samples.
 
+Choosing ``k`` and ``w_q`` (issue 17). The paper fixes ``k = 3, w_q = 0.88`` (Algorithm 1,
+lines 3–4; ``w_q = 0.94`` on ImageNet, §3.6) and reports the sensitivity to ``w_q`` and ``k``
+(Tables 5–6) on the test set; it gives no procedure for choosing them. The defaults here are the
+paper's fixed values. When they are to be chosen from data, :func:`select_w_q` picks the pair with
+the best accuracy on a seeded, class-stratified validation split held out from the *training*
+rows (those rows are removed from the neighbour index while choosing); test labels are never
+read. :func:`run_lasenn` is the whole method as one call (search once, blend, sweep, select,
+analyse).
+
 Everything here works on arrays; no files, no printing.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
 from knntools.errors import InputError
+from knntools.search.base import check_k
 from knntools.utils import softmax
 
 #: Network outputs C(x) that can be blended.
@@ -43,6 +54,13 @@ OUTPUTS = ("softmax", "logits")
 #: Algorithm 1 defaults.
 DEFAULT_K = 3
 DEFAULT_W_Q = 0.88
+#: The w_q values of the paper's Table 5 (the candidates :func:`run_lasenn` selects among when only
+#: one ``w_q`` is given).
+W_Q_GRID = (0.0, 0.52, 0.76, 0.88, 0.94, 0.97)
+#: Where ``select_on`` may choose (k, w_q): nowhere (the given values) or a held-out validation split.
+SELECT_ON = ("none", "validation")
+#: Default fraction of the training rows held out for :func:`select_w_q`.
+DEFAULT_VAL_FRACTION = 0.1
 #: The paper's default neighbour layer per architecture (Schneider §4: "For VGG-13, we use as
 #: default, the third last convolutional layer for layer i, while for ResNet-10, we use the output of
 #: the second last 'BasicBlock'"), as named by :mod:`knntools.models.architectures`.
@@ -376,15 +394,14 @@ class LaSeNN:
         Raises
         ------
         InputError
-            Row counts differ, or ``k >= n_train``.
+            Row counts differ, or ``k`` above the training rows (:func:`knntools.search.base.check_k`).
         """
         from knntools.search import fit_index
 
         n = X_train.shape[0]
         if len(train_logits) != n:
             raise InputError(f"train_logits has {len(train_logits)} rows but X_train has {n}; expected one row per training sample")
-        if self.k >= n:
-            raise InputError(f"k={self.k} must be smaller than the training size {n}")
+        check_k(self.k, n, source="training set")
         self.train_outputs_ = network_outputs(train_logits, self.output)
         self.index_ = fit_index(self.backend, X_train, metric=self.metric, **self.search_params)  # sharded input: one index per shard
         self.n_train_ = int(n)
@@ -419,3 +436,333 @@ class LaSeNN:
     def predict(self, Q: Any, query_logits: np.ndarray, Q_flipped: Any = None) -> np.ndarray:
         """LaSeNN predictions ``argmax_j X_w,j`` (n,), int64."""
         return self.predict_scores(Q, query_logits, Q_flipped).argmax(1).astype(np.int64)
+
+
+#: :func:`analyze` under a name that :func:`run_lasenn`'s ``analyze`` flag does not hide.
+_table2 = analyze
+
+
+def main_value(values: Sequence[Any], default: Any) -> Any:
+    """The value whose predictions are kept when a list of values is swept.
+
+    The paper's default when it is listed among several values, else the first value (so a single
+    value is always itself).
+
+    Parameters
+    ----------
+    values : non-empty sequence
+    default : the paper's value (:data:`DEFAULT_K` or :data:`DEFAULT_W_Q`)
+
+    Returns
+    -------
+    One element of ``values``.
+    """
+    values = list(values)
+    return default if default in values and len(values) > 1 else values[0]
+
+
+def validation_split(y: np.ndarray, fraction: float = DEFAULT_VAL_FRACTION, seed: Any = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split training rows into neighbour-index rows and a held-out validation split.
+
+    The validation split is a seeded, class-stratified sample of ``round(fraction * n)`` rows (at
+    least 1) drawn by :func:`knntools.methods.probe.stratified_subsample`; same ``y``, fraction and
+    seed, same split.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n,), int
+        Labels of the training rows (the strata).
+    fraction : float in (0, 1), default 0.1
+    seed : int or numpy Generator, default 0
+
+    Returns
+    -------
+    index_rows : ndarray (n - n_val,), int64, sorted
+    val_rows : ndarray (n_val,), int64, sorted
+
+    Raises
+    ------
+    InputError
+        ``fraction`` outside (0, 1), or a split that leaves no validation or no index row.
+    """
+    from knntools.methods.probe import stratified_subsample
+
+    try:
+        f = float(fraction)
+    except (TypeError, ValueError):
+        raise InputError(f"validation fraction {fraction!r}: expected a number in (0, 1)") from None
+    if not (0.0 < f < 1.0):
+        raise InputError(f"validation fraction {fraction}: expected a number in (0, 1), e.g. 0.1")
+    y = np.asarray(y)
+    n = len(y)
+    n_val = max(1, int(round(f * n)))
+    if n_val >= n:
+        raise InputError(f"validation fraction {fraction} of {n} training rows leaves no row to search; expected more rows or a smaller fraction")
+    val = np.asarray(stratified_subsample(y, n_val, seed), dtype=np.int64)
+    keep = np.ones(n, bool)
+    keep[val] = False
+    return np.flatnonzero(keep).astype(np.int64), val
+
+
+@dataclass
+class Selection:
+    """``(k, w_q)`` chosen by :func:`select_w_q` on a held-out validation split of the training rows.
+
+    Attributes
+    ----------
+    k, w_q : the chosen pair
+    accuracy : float
+        Validation accuracy of the chosen pair.
+    accuracy_original : float
+        The network's own accuracy on the validation rows.
+    table : list of dict
+        One row per candidate in the given order: ``k``, ``w_q``, ``accuracy`` (validation).
+    val_rows : ndarray (n_val,), int64
+        Training rows held out (excluded from the neighbour index while choosing).
+    n_index : int
+        Training rows indexed while choosing.
+    val_fraction : float
+    seed : int or None
+    """
+
+    k: int
+    w_q: float
+    accuracy: float
+    accuracy_original: float
+    table: list[dict[str, Any]]
+    val_rows: np.ndarray
+    n_index: int
+    val_fraction: float
+    seed: Any = None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary (without the validation rows themselves)."""
+        return {"on": "validation", "k": self.k, "w_q": self.w_q, "accuracy_val": self.accuracy,
+                "accuracy_original_val": self.accuracy_original, "n_val": int(len(self.val_rows)),
+                "n_index": self.n_index, "val_fraction": self.val_fraction, "seed": self.seed,
+                "table": self.table}
+
+
+def select_w_q(
+    X_train: Any,
+    train_logits: np.ndarray,
+    y_train: np.ndarray,
+    ks: Sequence[int] = (DEFAULT_K,),
+    w_qs: Sequence[float] = W_Q_GRID,
+    *,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    val_seed: Any = 0,
+    metric: str = "l2",
+    backend: str = "exact",
+    output: str = "softmax",
+    **search_params: Any,
+) -> Selection:
+    """Choose ``(k, w_q)`` by accuracy on a validation split held out from the training rows.
+
+    The paper fixes ``k = 3, w_q = 0.88`` and shows the sensitivity on the test set (Tables 5–6);
+    it has no selection procedure. This is the held-out one (issue 17): a seeded class-stratified
+    ``val_fraction`` of the training rows (:func:`validation_split`) is removed from the neighbour
+    index; each validation row is a query whose LaSeNN output (Algorithm 1, line 9) is computed
+    from its neighbours among the remaining rows, for every candidate pair, from one search with
+    ``max(ks)``. The pair with the highest validation accuracy against ``y_train`` wins; among tied
+    pairs the one nearest the paper's values (closest ``w_q`` to 0.88, then closest ``k`` to 3, then
+    the first listed), so that a validation split too small to tell them apart falls back towards
+    Algorithm 1's defaults. No test data is involved.
+
+    Note that the network was trained on the validation rows too (they are training rows), so its
+    own output on them is as confident as on any training row; the split only keeps each row out of
+    its own neighbour list.
+
+    Parameters
+    ----------
+    X_train : array-like (n_train, d), float
+        Training activations of the neighbour layer.
+    train_logits : ndarray (n_train, C)
+    y_train : ndarray (n_train,), int
+        Training labels (those the network was trained on).
+    ks : sequence of int, default (3,)
+    w_qs : sequence of float in [0, 1], default :data:`W_Q_GRID` (the paper's Table 5 values)
+    val_fraction : float in (0, 1), default 0.1
+    val_seed : int, default 0
+        Draws the validation split (an hnsw seed goes in ``search_params`` as ``seed``).
+    metric, backend, output, **search_params
+        As :class:`LaSeNN`.
+
+    Returns
+    -------
+    Selection
+
+    Raises
+    ------
+    InputError
+        Bad fraction, a k above the indexed rows (:func:`knntools.search.base.check_k`), a w_q
+        outside [0, 1], or mismatched row counts.
+    """
+    ks = [int(v) for v in ks]
+    w_qs = [check_w_q(v) for v in w_qs]
+    if not ks or not w_qs:
+        raise InputError("select_w_q: expected at least one k and one w_q candidate")
+    y = np.asarray(y_train, dtype=np.int64)
+    n = len(y)
+    if len(train_logits) != n or X_train.shape[0] != n:
+        raise InputError(f"y_train has {n} rows, train_logits {len(train_logits)} and X_train {X_train.shape[0]}; expected one row per training sample")
+    index_rows, val_rows = validation_split(y, val_fraction, val_seed)
+    k_max = max(ks)
+    X = np.asarray(X_train)
+    logits = np.asarray(train_logits, dtype=np.float64)
+    model = LaSeNN(k=k_max, metric=metric, backend=backend, output=output, **search_params)
+    model.fit(X[index_rows], logits[index_rows])  # k bound checked here, against the indexed rows
+    _, idx, _ = model.kneighbors(X[val_rows], None, k_max)
+    q_out = network_outputs(logits[val_rows], output)
+    y_val = y[val_rows]
+    table: list[dict[str, Any]] = []
+    for k in ks:
+        mean_k = neighbor_mean(model.train_outputs_, idx, k)
+        for w in w_qs:
+            acc = float((blend(q_out, mean_k, w).argmax(1) == y_val).mean())
+            table.append({"k": int(k), "w_q": float(w), "accuracy": acc})
+    # ties: the candidate nearest the paper's values (w_q first, then k), then the one listed first
+    best = max(range(len(table)), key=lambda i: (table[i]["accuracy"], -abs(table[i]["w_q"] - DEFAULT_W_Q),
+                                                 -abs(table[i]["k"] - DEFAULT_K), -i))
+    return Selection(k=table[best]["k"], w_q=table[best]["w_q"], accuracy=table[best]["accuracy"],
+                     accuracy_original=float((q_out.argmax(1) == y_val).mean()), table=table, val_rows=val_rows,
+                     n_index=int(len(index_rows)), val_fraction=float(val_fraction),
+                     seed=int(val_seed) if isinstance(val_seed, (int, np.integer)) else None)
+
+
+@dataclass
+class LaSeNNResult:
+    """Everything :func:`run_lasenn` computes for a set of queries.
+
+    Attributes
+    ----------
+    k, w_q : the pair the predictions use (given, or chosen on validation)
+    predictions : ndarray (n,), int64        LaSeNN classes
+    scores : ndarray (n, C), float64         blended outputs X_w
+    dnn_predictions : ndarray (n,), int64    the network's own arg-max
+    changed : ndarray (n,), bool
+    distances, indices, from_flipped : ndarray (n, k)   the kept neighbours (metric units, training rows)
+    summary : dict                           :func:`change_summary` (accuracies when labels are given)
+    sweep : list of dict or None             :func:`sweep` rows (test metrics) when several values;
+        with a selection each row has ``selected`` (bool) and ``accuracy_val``
+    analysis : dict or None                  :func:`analyze` summary
+    per_sample : dict                        ``pureness``, ``avg_l2`` with ``analyze``
+    selection : Selection or None
+    search_s : float                         seconds spent in the neighbour search (index fit included)
+    """
+
+    k: int
+    w_q: float
+    predictions: np.ndarray
+    scores: np.ndarray
+    dnn_predictions: np.ndarray
+    changed: np.ndarray
+    distances: np.ndarray
+    indices: np.ndarray
+    from_flipped: np.ndarray
+    summary: dict[str, Any]
+    sweep: list[dict[str, Any]] | None = None
+    analysis: dict[str, Any] | None = None
+    per_sample: dict[str, np.ndarray] = field(default_factory=dict)
+    selection: Selection | None = None
+    search_s: float = 0.0
+
+
+def run_lasenn(
+    X_train: Any,
+    train_logits: np.ndarray,
+    Q: Any,
+    query_logits: np.ndarray,
+    *,
+    k: int = DEFAULT_K,
+    w_q: float = DEFAULT_W_Q,
+    k_sweep: Sequence[int] | None = None,
+    w_q_sweep: Sequence[float] | None = None,
+    y_train: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    Q_flipped: Any = None,
+    analyze: bool = False,
+    select_on: str = "none",
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    val_seed: Any = 0,
+    metric: str = "l2",
+    backend: str = "exact",
+    output: str = "softmax",
+    **search_params: Any,
+) -> LaSeNNResult:
+    """LaSeNN (Algorithm 1) on a set of queries, with the parameter sweep and the optional selection.
+
+    One neighbour search with the largest k needed serves the predictions, the sweep (Tables 5–6)
+    and the Table 2 analysis. ``select_on="validation"`` replaces ``(k, w_q)`` by
+    :func:`select_w_q` on the training rows (candidates: ``k_sweep`` or ``[k]`` × ``w_q_sweep`` or,
+    when none is given, :data:`W_Q_GRID`; the sweep table then covers the same candidates and
+    marks the chosen row ``selected``); ``y_test`` is only used to report accuracies.
+
+    Parameters
+    ----------
+    X_train : array-like (n_train, d) float        training activations of the neighbour layer
+    train_logits : ndarray (n_train, C)
+    Q : array-like (n, d) float                   query activations (same layer)
+    query_logits : ndarray (n, C)
+    k : int, default 3;  w_q : float, default 0.88   the pair used without selection
+    k_sweep, w_q_sweep : sequences, optional      values of the sweep table (test metrics per pair)
+    y_train : ndarray (n_train,) int, optional    needed by ``analyze`` and by the selection
+    y_test : ndarray (n,) int, optional           ground truth of the queries (reporting only)
+    Q_flipped : array-like (n, d), optional        flipped queries (§3.6; union of neighbours)
+    analyze : bool                                add the Table 2 statistics (needs both labels)
+    select_on : {"none", "validation"}, default "none"
+    val_fraction : float, default 0.1;  val_seed : int, default 0   the validation split
+    metric, backend, output, **search_params       as :class:`LaSeNN`
+
+    Returns
+    -------
+    LaSeNNResult
+
+    Raises
+    ------
+    InputError
+        k above the training rows (:func:`knntools.search.base.check_k`), w_q outside [0, 1],
+        unknown ``select_on`` / ``output``, or labels missing where needed.
+    """
+    import time
+
+    if select_on not in SELECT_ON:
+        raise InputError(f"select_on {select_on!r}: expected one of {', '.join(SELECT_ON)}")
+    check_output(output)
+    ks = list(dict.fromkeys(int(v) for v in (k_sweep if k_sweep else [k])))
+    w_qs = list(dict.fromkeys(check_w_q(v) for v in (w_q_sweep if w_q_sweep else [w_q])))
+    selection = None
+    if select_on == "validation":
+        if y_train is None:
+            raise InputError("selection on validation needs the training labels; expected y_train")
+        if len(w_qs) == 1:
+            w_qs = list(W_Q_GRID)
+        selection = select_w_q(X_train, train_logits, y_train, ks, w_qs, val_fraction=val_fraction, val_seed=val_seed,
+                               metric=metric, backend=backend, output=output, **search_params)
+        k, w_q = selection.k, selection.w_q
+    if analyze and (y_train is None or y_test is None):
+        raise InputError("the Table 2 analysis needs the labels of the training rows and of the queries")
+    k, w_q = int(k), check_w_q(w_q)
+    k_max = max(ks + [k])
+    t1 = time.perf_counter()
+    model = LaSeNN(k=k_max, w_q=w_q, metric=metric, backend=backend, output=output, **search_params).fit(X_train, train_logits)
+    dist, idx, from_fl = model.kneighbors(Q, Q_flipped, k_max)
+    search_s = time.perf_counter() - t1
+    q_out = network_outputs(query_logits, output)
+    dnn_pred = np.asarray(query_logits).argmax(1).astype(np.int64)
+    scores = lasenn_scores(q_out, model.train_outputs_, idx, k, w_q)
+    pred = scores.argmax(1).astype(np.int64)
+    rows = sweep(q_out, model.train_outputs_, idx, ks, w_qs, y_test) if (len(ks) > 1 or len(w_qs) > 1) else None
+    if rows is not None and selection is not None:
+        val_acc = {(r["k"], r["w_q"]): r["accuracy"] for r in selection.table}
+        for r in rows:
+            r["selected"] = r["k"] == k and r["w_q"] == w_q
+            r["accuracy_val"] = val_acc.get((r["k"], r["w_q"]))
+    analysis, per = None, {}
+    if analyze:
+        avg = euclidean_to_neighbors(Q, X_train, idx[:, :k]).mean(1)
+        analysis, per = _table2(avg, np.asarray(y_train)[idx[:, :k]], y_test, dnn_pred, pred)
+    return LaSeNNResult(k=k, w_q=w_q, predictions=pred, scores=scores, dnn_predictions=dnn_pred, changed=pred != dnn_pred,
+                        distances=dist[:, :k].astype(np.float32), indices=idx[:, :k], from_flipped=from_fl[:, :k],
+                        summary=change_summary(dnn_pred, pred, y_test), sweep=rows, analysis=analysis, per_sample=per,
+                        selection=selection, search_s=search_s)

@@ -39,11 +39,12 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from knntools.errors import InputError
+from knntools.search.base import check_k
 from knntools.utils import as_generator
 
 CLASSIFIERS = ("knn", "svm", "lr")
@@ -191,7 +192,8 @@ class LayerProbe:
         Raises
         ------
         InputError
-            ``k >= n`` for knn; fewer than 2 classes in ``y`` for svm / lr.
+            ``k`` above the candidate rows for knn (:func:`knntools.search.base.check_k`: ``k <= n``,
+            ``k <= n - 1`` with ``loo``); fewer than 2 classes in ``y`` for svm / lr.
         """
         from sklearn.exceptions import ConvergenceWarning
 
@@ -204,8 +206,7 @@ class LayerProbe:
         self.converged_: dict[str, bool] = {}
         self.fit_time_s_: dict[str, float] = {}
         if "knn" in self.classifiers:
-            if cfg.k >= n:
-                raise InputError(f"-k {cfg.k}: must be smaller than the training size ({n} samples)")
+            check_k(cfg.k, n, exclude_self=cfg.loo, source="training rows")
             from knntools.search import fit_index
 
             t0 = time.perf_counter()
@@ -383,3 +384,147 @@ def memorization_step(steps: Sequence[float], train_accuracy: Sequence[float], t
         if a >= threshold - 1e-12:
             return float(s)
     return None
+
+
+def _take(a: Any, rows: np.ndarray | None) -> Any:
+    """Rows ``rows`` of an array-like (all of it when None); array-likes read lazily by rows work too."""
+    return a[:] if rows is None else a[rows]
+
+
+@dataclass
+class ProbeSplit:
+    """One split (train or test) of one network for :func:`run_probe`.
+
+    Array-likes are read only for the rows used (a numpy array, or any object answering
+    ``a[rows]`` for a sorted int64 row array and ``a[:]`` for all rows, e.g. a lazy file reader).
+
+    Attributes
+    ----------
+    layers : mapping name -> array-like (n, d), float
+        The activations of each layer to probe.
+    logits : array-like (n, C), float
+        The network's logits (the DNN's ``q`` is their softmax).
+    labels : ndarray (n,), int
+        Train: the labels the network was trained on (fit targets; train accuracy is measured
+        against them). Test: the ground truth.
+    labels_clean : ndarray (n,), int, optional
+        Train only: the ground truth, when it differs from ``labels`` (adds ``accuracy_clean``).
+    rows : ndarray of int, optional
+        Train only: use only these rows (e.g. those the network was trained on, ``--trained-rows``).
+    n_classes : int, optional
+        Classes (default: the logits' width; the larger of the two is used).
+    """
+
+    layers: Mapping[str, Any]
+    logits: Any
+    labels: np.ndarray
+    labels_clean: np.ndarray | None = None
+    rows: np.ndarray | None = None
+    n_classes: int | None = None
+
+
+@dataclass
+class ProbeResult:
+    """What :func:`run_probe` returns.
+
+    Attributes
+    ----------
+    rows : list of dict
+        One per (step when given, layer, classifier incl. ``dnn``, split): ``layer``, ``dim`` plus
+        :func:`probe_layer`'s metrics (and ``step`` for checkpoints).
+    layers_info : list of dict
+        One per (step, layer): ``step``, ``layer``, ``dim``, ``n_train``, ``n_test``, ``time_s``,
+        ``pca``, ``fit_samples``, ``converged``, ``timing_s`` (``read_s`` then probe_layer's stages).
+    memorization_step : dict layer -> step or None, or None
+        With checkpoints: the first step at which the DNN's train accuracy reaches 100 %.
+    """
+
+    rows: list[dict[str, Any]]
+    layers_info: list[dict[str, Any]]
+    memorization_step: dict[str, float | None] | None = None
+
+
+def run_probe(
+    runs: Sequence[tuple[float | None, ProbeSplit, ProbeSplit | None]],
+    layers: Sequence[str],
+    classifiers: Sequence[str] = CLASSIFIERS,
+    config: ProbeConfig | None = None,
+    *,
+    max_train: int | None = None,
+    max_test: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ProbeResult:
+    """Probe every layer of one network, or of several checkpoints of one training run (§3, Figures 1–5).
+
+    For each run ``(step, train, test)``: a seeded class-stratified subsample of at most
+    ``max_train`` training rows (of ``train.rows`` when given) and ``max_test`` test rows
+    (``config.random_state``), then per layer :func:`probe_layer` on those rows; each layer is read
+    once per split. ``step`` is None for a single network; with steps the rows carry ``step`` and
+    the result the memorisation step (:func:`memorization_step`, Figures 6–7).
+
+    Parameters
+    ----------
+    runs : sequence of (step or None, ProbeSplit, ProbeSplit or None)
+    layers : layer names (keys of each split's ``layers``)
+    classifiers : subset of {"knn", "svm", "lr"}
+    config : ProbeConfig (k = 30, exact search, pca_dim 256, fit_samples 10 000, C = 1, seed 0)
+    max_train, max_test : int, optional   row caps (None or 0: all rows)
+    progress : callable(str), optional     told ``"[step S ]LAYER: SECONDSs"`` after each layer
+
+    Returns
+    -------
+    ProbeResult
+
+    Raises
+    ------
+    InputError
+        Unknown classifiers, ``k`` above the training rows (checked by :class:`LayerProbe`), fewer
+        than 2 classes for svm / lr.
+    """
+    from knntools.utils import softmax
+
+    cfg = config or ProbeConfig()
+    clf = parse_classifiers(list(classifiers))
+    with_steps = any(step is not None for step, _, _ in runs)
+    rows: list[dict[str, Any]] = []
+    infos: list[dict[str, Any]] = []
+    for step, tr, te in runs:
+        y_all = np.asarray(tr.labels)
+        base = np.arange(len(y_all)) if tr.rows is None else np.asarray(tr.rows, dtype=np.int64)
+        r_tr = base[stratified_subsample(y_all[base], max_train or None, cfg.random_state)]
+        full_tr = len(r_tr) == len(y_all)
+        y_tr = y_all[r_tr]
+        y_clean = None if tr.labels_clean is None else np.asarray(tr.labels_clean)[r_tr]
+        if y_clean is not None and np.array_equal(y_clean, y_tr):
+            y_clean = None
+        q_tr = softmax(_take(tr.logits, None if full_tr else r_tr), axis=1)
+        n_classes = max(tr.n_classes or 0, q_tr.shape[1])
+        if te is not None:
+            y_te_all = np.asarray(te.labels)
+            r_te = stratified_subsample(y_te_all, max_test or None, cfg.random_state)
+            full_te = len(r_te) == len(y_te_all)
+            y_te = y_te_all[r_te]
+            q_te = softmax(_take(te.logits, None if full_te else r_te), axis=1)
+        for name in layers:
+            t1 = time.perf_counter()
+            X_tr = _take(tr.layers[name], None if full_tr else r_tr)  # each layer read once, both splits
+            X_te = _take(te.layers[name], None if full_te else r_te) if te is not None else None
+            read_s = time.perf_counter() - t1
+            lrows, info = probe_layer(X_tr, y_tr, q_tr, X_te, q_te if te is not None else None,
+                                      y_te if te is not None else None, clf, n_classes, cfg, y_train_clean=y_clean)
+            dt = time.perf_counter() - t1
+            for r in lrows:
+                rows.append({**({"step": step} if with_steps else {}), "layer": name, "dim": int(X_tr.shape[1]), **r})
+            info["timing_s"] = {"read_s": read_s, **info["timing_s"]}
+            infos.append({"step": step, "layer": name, "dim": int(X_tr.shape[1]), "n_train": int(len(X_tr)),
+                          "n_test": int(len(X_te)) if X_te is not None else 0, "time_s": dt, **info})
+            if progress is not None:
+                progress(f"{'step ' + format(step, 'g') + ' ' if with_steps else ''}{name}: {dt:.1f}s")
+            del X_tr, X_te
+    memo = None
+    if with_steps:
+        memo = {}
+        for name in layers:
+            sel = [r for r in rows if r["layer"] == name and r["classifier"] == "dnn" and r["split"] == "train"]
+            memo[name] = memorization_step([r["step"] for r in sel], [r["accuracy"] for r in sel])
+    return ProbeResult(rows=rows, layers_info=infos, memorization_step=memo)
