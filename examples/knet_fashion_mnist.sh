@@ -10,7 +10,7 @@
 #   4. distils kNet (k ~ U[1, 101], 30 epochs) and a fixed kNet (k = 1),
 #   5. evaluates both on the clean test labels at k = 1, 11, 51, 101 beside the network and plain
 #      kNN (and writes Figure 3 of the paper, kNet vs kNN distributions, as a PNG),
-#   6. chooses kNet's k from the sweep on 10 % held-out training rows (--select-k validation), never
+#   6. chooses kNet's k from the sweep on 10 % held-out training rows (--select-on validation), never
 #      on the test labels (issue 17),
 # then prints one summary table.
 #
@@ -63,7 +63,7 @@ for spec in $NOISES; do
     -o "$D/knet_k1_pred.h5" --force --json > "$D/knet_k1_eval.json"
 
   # 6. k chosen on held-out training rows (a kNet retrained without them), reported with its test accuracy
-  run $KNNTOOLS distill-knet "$D/knet.pt" --eval "$D/test.h5" --k-sweep "$KS" --select-k validation --val-fraction 0.1 \
+  run $KNNTOOLS distill-knet "$D/knet.pt" --eval "$D/test.h5" --k-sweep "$KS" --select-on validation --val-fraction 0.1 \
     --seed 0 $EXTRA --json > "$D/knet_select.json"
 done
 

@@ -158,7 +158,7 @@ def run_setting(name: str, spec: tuple[str, float] | None, a: argparse.Namespace
         s["knet_fit"] = r.step("knet_fit", ["distill-knet", "train.h5", "--layer", "penultimate", "--k-range", f"1:{a.k_max}",
                                             "--epochs", str(a.knet_epochs), "--seed", str(a.seed), "-o", "knet.pt"], [w / "knet.pt"], tr)
         s["knet_eval"] = r.step("knet_eval", ["distill-knet", "knet.pt", "--eval", "test.h5", "--train", "train.h5", "--k-sweep", a.knet_ks,
-                                              "--select-k", "validation", "--val-fraction", str(a.val_fraction), "--seed", str(a.seed),
+                                              "--select-on", "validation", "--val-fraction", str(a.val_fraction), "--seed", str(a.seed),
                                               "-o", "knet_pred.h5"], [w / "knet_pred.h5"], [w / "knet.pt", *tr, *te])
     # the over-fitting curve: probe on activations of the step checkpoints (and the final model)
     ckpts = sorted((w / "ckpt").glob("step-*.pt"))

@@ -169,9 +169,9 @@ def test_bad_input_exit_2_nothing_written(trained, tmp_path, capsys):
     bad(ckpt, "--eval", test, "--k-sweep", "0,3", "-o", pred, match="--k-sweep '0,3': k must be >= 1")
     bad(ckpt, "--eval", test, "--k-sweep", "1,400", "-o", pred, match="kNN over the training rows: k=400 exceeds the 300")
     bad(ckpt, "--eval", test, "--layer", "layer1", "-o", pred, match="was distilled on layer 'layer2'")
-    bad(ckpt, "--eval", test, "--select-k", "validation", "--no-knn", match="--select-k validation and --no-knn")
-    bad(ckpt, "--eval", test, "--select-k", "validation", "--val-fraction", "1", match="--val-fraction 1.0")
-    bad(train, "--select-k", "validation", "-o", new, match="need a kNet checkpoint")
+    bad(ckpt, "--eval", test, "--select-on", "validation", "--no-knn", match="--select-on validation and --no-knn")
+    bad(ckpt, "--eval", test, "--select-on", "validation", "--val-fraction", "1", match="--val-fraction 1.0")
+    bad(train, "--select-on", "validation", "-o", new, match="need a kNet checkpoint")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     before = _files(tmp_path)
@@ -235,7 +235,7 @@ def _relabelled(src: Path, dst: Path, perm: np.ndarray) -> Path:
 
 
 def test_select_k_on_validation_never_reads_test_labels(trained, tmp_path, capsys):
-    """Issue 17: --select-k validation picks k on held-out training rows; permuting the test labels leaves it unchanged."""
+    """Issue 17: --select-on validation picks k on held-out training rows; permuting the test labels leaves it unchanged."""
     train, test, ckpt, _ = trained
     sweep = ("--k-sweep", "1,3,5,11,21")
     code, out, err = _run(capsys, "distill-knet", ckpt, "--eval", test, *sweep, "--json", "--device", "cpu")
@@ -244,7 +244,7 @@ def test_select_k_on_validation_never_reads_test_labels(trained, tmp_path, capsy
     picked = []
     for i, perm in enumerate((np.arange(120), np.random.default_rng(9).permutation(120))):
         ev = test if i == 0 else _relabelled(test, tmp_path / "perm.h5", perm)
-        code, out, err = _run(capsys, "distill-knet", ckpt, "--eval", ev, *sweep, "--select-k", "validation",
+        code, out, err = _run(capsys, "distill-knet", ckpt, "--eval", ev, *sweep, "--select-on", "validation",
                               "--val-fraction", "0.2", "--seed", "3", "--json", "--device", "cpu")
         assert code == 0, err
         res = json.loads(out)

@@ -15,7 +15,7 @@ checked once, in the core, by :func:`knntools.search.base.check_k`. Layers: seve
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -31,6 +31,8 @@ K = Annotated[int, typer.Option("-k", "--n-neighbors", help="Number of nearest n
 KSweep = Annotated[str, typer.Option("--k-sweep", help="ks to evaluate: a list 1,11,51,101 or LOW:HIGH[:STEP].")]
 Layers = Annotated[str, typer.Option("--layers", help="Layers: all | hidden | penultimate | NAME[,NAME...].")]
 Layer = Annotated[str, typer.Option("--layer", help="Layer: penultimate | logits | NAME.")]
+SelectOn = Annotated[Literal["none", "validation"], typer.Option("--select-on", help="none: use the given -k (and the method's other values) as they are; validation: choose them on a held-out, class-stratified share of the TRAINING rows (--val-fraction, drawn with --seed), never on test labels.")]
+ValFraction = Annotated[float, typer.Option("--val-fraction", min=0.0, max=1.0, help="With --select-on validation: share of the training rows held out (class-stratified, drawn with --seed).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Samples per batch.", min=1)]
 NumThreads = Annotated[int, typer.Option("--num-threads", help="CPU threads (0 = all cores).", min=0)]
 DatasetName = Annotated[str, typer.Option("--dataset", help="digits (default, bundled), breast-cancer, wine, iris, mnist, fashion-mnist, kmnist, cifar10, cifar100, svhn, imagefolder (--data-dir DIR/<class>/<image>, or DIR/train + DIR/test|val), imagenet, or a .csv/.npz/.h5 table.")]

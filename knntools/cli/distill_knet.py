@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional
 import typer
 
 from knntools.cli._errors import handle_errors
-from knntools.cli._options import K, Device, Force, Json, KSweep, Layer, NumThreads, OptOutputPath, Quiet, Seed, Verbose
+from knntools.cli._options import K, Device, Force, Json, KSweep, Layer, NumThreads, OptOutputPath, Quiet, Seed, SelectOn, ValFraction, Verbose
 from knntools.cli._output import Output
 from knntools.cli._search_options import Backend, Ef, EfConstruction, HnswM, IndexPath, Metric
 
@@ -29,7 +29,7 @@ the same k (paper Tables 2–5) and the kNet-vs-kNN distance of the output distr
 and writes a predictions file with -o at -k (default: the fixed k, else the middle of the range).
 
 Choosing k: the table reports test accuracy at every k, so picking its best column reads the test
-labels. --select-k validation picks k from --k-sweep on a stratified --val-fraction of the
+labels. --select-on validation picks k from --k-sweep on a stratified --val-fraction of the
 training rows instead (a kNet is retrained without them with the checkpoint's settings; --seed
 draws them) and predicts at that k; the JSON's selection gives the chosen k and its test accuracy.
 
@@ -47,7 +47,7 @@ EPILOG = """Examples:
 
   knntools distill-knet knet.pt --eval test.h5 --k-sweep 1,11,51,101 -o knet_pred.h5 --json
 
-  knntools distill-knet knet.pt --eval test.h5 --k-sweep 1:101:10 --select-k validation --json
+  knntools distill-knet knet.pt --eval test.h5 --k-sweep 1:101:10 --select-on validation --json
 
   knntools distill-knet knet.pt --eval test.h5 --curve-k 1:101:5 --plot fig3.png
 """
@@ -95,8 +95,8 @@ def distill_knet_cli(
     train: Annotated[Optional[Path], typer.Option("--train", help="Training activations for plain kNN (default: the path recorded in the checkpoint; its uuid must match).", dir_okay=False, rich_help_panel="Evaluation")] = None,
     k_sweep: KSweep = "1,11,51,101",
     curve_k: Annotated[Optional[str], typer.Option("--curve-k", help="ks of the kNet-vs-kNN approximation curve (Figure 3; default: --k-sweep).", rich_help_panel="Evaluation")] = None,
-    select_k: Annotated[Literal["none", "validation"], typer.Option("--select-k", help="Choose k from --k-sweep on held-out training rows (validation) and predict at it; none: no choice (-k or its default).", rich_help_panel="Evaluation")] = "none",
-    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=1.0, help="Share of the training rows held out by --select-k validation (stratified, drawn with --seed).", rich_help_panel="Evaluation")] = 0.1,
+    select_k: SelectOn = "none",
+    val_fraction: ValFraction = 0.1,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write Figure 3 (approximation vs k) as PNG.", dir_okay=False, rich_help_panel="Evaluation")] = None,
     no_knn: Annotated[bool, typer.Option("--no-knn", help="Skip plain kNN (no training activations needed).", rich_help_panel="Evaluation")] = False,
     backend: Backend = "exact",
@@ -124,7 +124,7 @@ def distill_knet_cli(
                   seed=seed, device=device, force=force, out=out)
     if form == "activations":
         given = [flag for flag, v in (("--eval", eval_file), ("--train", train), ("--curve-k", curve_k), ("--plot", plot))
-                 if v is not None] + (["--no-knn"] if no_knn else []) + (["--select-k"] if select_k != "none" else [])
+                 if v is not None] + (["--no-knn"] if no_knn else []) + (["--select-on"] if select_k != "none" else [])
         if given:
             raise InputError(f"{', '.join(given)}: evaluation options need a kNet checkpoint as first argument "
                              f"(got activations {input}); train first, then `knntools distill-knet KNET.pt --eval TEST.h5`")
@@ -138,7 +138,7 @@ def distill_knet_cli(
         if train is not None and no_knn:
             raise InputError("--train and --no-knn: contradictory; drop one")
         if select_k == "validation" and no_knn:
-            raise InputError("--select-k validation and --no-knn: the choice of k needs the training activations; drop --no-knn")
+            raise InputError("--select-on validation and --no-knn: the choice of k needs the training activations; drop --no-knn")
         if select_k == "validation" and not 0.0 < val_fraction < 1.0:
             raise InputError(f"--val-fraction {val_fraction}: expected a share strictly between 0 and 1")
         _evaluate(input, eval_file, output, train=train, k_sweep=k_sweep, curve_k=curve_k, plot=plot, no_knn=no_knn,
@@ -300,7 +300,7 @@ def _evaluate(ckpt: Path, eval_file: Path, output: Path | None, *, train: Path |
         if trf is not None:
             stack.callback(trf.close)
         elif select_k == "validation":
-            raise InputError(f"--select-k validation: needs the training activations {ckpt} was distilled from; pass --train FILE")
+            raise InputError(f"--select-on validation: needs the training activations {ckpt} was distilled from; pass --train FILE")
         X = kf.read_layer(lname)  # NaN -> exit 2
         dnn_pred = kf.read("logits").argmax(axis=1).astype(np.int64) if kf.has("logits") else None
         Xtr = ytr = idx = None
@@ -387,7 +387,7 @@ def _write_eval(output: Path | None, plot: Path | None, res: Any, info: dict, *,
     written = []
     if output is not None:
         k = res.metrics["predict_k"]
-        chosen = {"select_k": select[0], "val_fraction": select[1]} if select[0] != "none" else {}
+        chosen = {"select_on": select[0], "val_fraction": select[1]} if select[0] != "none" else {}
         write_predictions(
             output, method="knet", predictions=res.predictions, scores=res.scores, ids=kf.ids(), labels=kf.truth_labels(),
             classes=meta.get("classes") or kf.classes, extras=res.extras,

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from knntools.cli._errors import handle_errors
-from knntools.cli._options import K, Device, Force, Json, KSweep, Layer, NumThreads, OutputPath, Quiet, Seed, Verbose
+from knntools.cli._options import K, Device, Force, Json, KSweep, Layer, NumThreads, OutputPath, Quiet, Seed, SelectOn, ValFraction, Verbose
 from knntools.cli._output import Output
 from knntools.cli._search_options import Backend, Ef, EfConstruction, HnswM, Metric
 
@@ -57,8 +57,8 @@ def lasenn_cli(
     k: K = 3,
     k_sweep: KSweep = None,  # type: ignore[assignment]
     w_q: Annotated[str, typer.Option("--w-q", help="Weight of the query's own output in [0, 1]; a comma list adds a sweep.")] = "0.88",
-    select_on: Annotated[str, typer.Option("--select-on", help="none: use -k and --w-q as given (the paper's fixed values by default); validation: choose them on a held-out split of the training rows.")] = "none",
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="With --select-on validation: fraction of the training rows held out (seeded by --seed, class-stratified).")] = 0.1,
+    select_on: SelectOn = "none",
+    val_fraction: ValFraction = 0.1,
     network_output: Annotated[str, typer.Option("--network-output", help="C(x) to blend: softmax (of the stored logits) | logits (raw).")] = "softmax",
     flipped: Annotated[Optional[Path], typer.Option("--flipped", help="Activations of the horizontally flipped queries (same rows as TEST), e.g. from `knntools embed` of flipped inputs.", dir_okay=False)] = None,
     analyze: Annotated[bool, typer.Option("--analyze", help="Add the Table 2 statistics (pureness, avgL2, correlation, samePred).")] = False,
