@@ -163,7 +163,7 @@ def run_setting(name: str, spec: tuple[str, float] | None, a: argparse.Namespace
                                         "--epochs", str(a.knet_epochs), "--seed", str(a.seed), "--backend", "hnsw", "--index", idx.name,
                                         "-o", "knet.pt"], [w / "knet.pt"], [w / "train.h5"])
     s["knet_eval"] = r.step("knet_eval", ["distill-knet", "knet.pt", "--eval", "test.h5", "--train", "train.h5",
-                                          "--k", a.knet_ks, "--backend", a.backend, "-o", "knet_pred.h5"],
+                                          "--k-sweep", a.knet_ks, "--backend", a.backend, "-o", "knet_pred.h5"],
                             [w / "knet_pred.h5"], [w / "knet.pt", w / "test.h5"])
     s["probe"] = r.step("probe", ["probe", "train.h5", "test.h5", "--layers", "penultimate", "--classifiers", a.classifiers,
                                   "--backend", a.backend, "--seed", str(a.seed), "-o", "probe.h5"],

@@ -248,3 +248,18 @@ def test_cli_knn_votes_brute_force_and_timing(activations_pair, tmp_path, loo):
     assert [r["layer"] for r in t["per_layer"]] == res["layers"]
     for r in t["per_layer"]:
         assert set(stages) <= set(r) and r["knn_train_s"] > 0 and r["knn_test_s"] > 0 and r["svm_fit_s"] == 0.0
+
+
+def test_cli_trained_rows_on_digits_whose_ids_are_not_row_positions(tmp_path):
+    """`train --subset` records row positions of the training split; digits' ids are indices into the
+    whole bundled set (not 0..n-1), so reading them as ids refused every real digits subset."""
+    import torch
+
+    m, tr, te = tmp_path / "m.pt", tmp_path / "tr.h5", tmp_path / "te.h5"
+    run_json("train", "--dataset", "digits", "--subset", "300", "--epochs", "1", "-o", m)
+    run_json("embed", m, "--split", "train", "-o", tr)
+    run_json("embed", m, "--split", "test", "-o", te)
+    res = run_json("probe", tr, te, "--classifiers", "knn", "--trained-rows", m, "-o", tmp_path / "p.h5")
+    assert {r["n"] for r in res["rows"] if r["split"] == "train"} == {300}
+    ck = torch.load(m, weights_only=True)
+    assert len(ck["subset_ids"]) == 300 and int(ck["subset_ids"].max()) < len(ck["train_labels"])

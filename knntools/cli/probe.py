@@ -179,13 +179,15 @@ def _plan(pos: list[Path], tests: list[Path], checkpoints: bool, layers: str, tr
 
     if not pos:
         raise InputError("no input files; expected TRAIN.h5 [TEST.h5] (or --checkpoints TRAIN_1.h5 … --test TEST_1.h5 …)")
-    keep_ids = model_uuid_ck = None
+    keep_ids = model_uuid_ck = n_split = None
     if trained_rows is not None:
         from knntools.models.checkpoint import load_checkpoint
 
         ck = load_checkpoint(trained_rows)
-        if "subset_ids" in ck:
+        if "subset_ids" in ck:  # row positions in the training split (not dataset ids: digits' ids are not 0..n-1)
             keep_ids = np.asarray(ck["subset_ids"].numpy(), dtype=np.int64)
+        if "train_labels" in ck:
+            n_split = int(len(ck["train_labels"]))
         model_uuid_ck = (ck.get("provenance") or {}).get("model_uuid")
         del ck
     for p in pos + tests:
@@ -203,10 +205,10 @@ def _plan(pos: list[Path], tests: list[Path], checkpoints: bool, layers: str, tr
             if mu and model_uuid_ck and mu != model_uuid_ck:
                 raise InputError(f"--trained-rows {trained_rows}: model_uuid {model_uuid_ck} differs from {tr.path}'s {mu}; expected the checkpoint the activations came from")
             if keep_ids is not None:
-                missing = np.setdiff1d(keep_ids, tr.ids())
-                if len(missing):
-                    raise InputError(f"--trained-rows {trained_rows}: {len(missing)} trained ids (e.g. {int(missing[0])}) are not in {tr.path}'s ids; expected activations of the full training split")
-                rows = np.flatnonzero(np.isin(tr.ids(), keep_ids))
+                if (n_split is not None and tr.n_samples != n_split) or int(keep_ids.max(initial=-1)) >= tr.n_samples:
+                    raise InputError(f"--trained-rows {trained_rows}: {tr.path} has {tr.n_samples} rows but the checkpoint's training split "
+                                     f"has {n_split if n_split is not None else 'more'}; expected activations of the full training split")
+                rows = np.unique(keep_ids)
         runs.append((step if checkpoints else None, _split(tr, True, rows), _split(te, False) if te is not None else None))
     if len(names_seen) > 1:
         raise InputError("--checkpoints: the checkpoints' files resolve --layers to different layers; expected the same layers in every file")
