@@ -262,4 +262,4 @@ def test_cli_trained_rows_on_digits_whose_ids_are_not_row_positions(tmp_path):
     res = run_json("probe", tr, te, "--classifiers", "knn", "--trained-rows", m, "-o", tmp_path / "p.h5")
     assert {r["n"] for r in res["rows"] if r["split"] == "train"} == {300}
     ck = torch.load(m, weights_only=True)
-    assert len(ck["subset_ids"]) == 300 and int(ck["subset_ids"].max()) < len(ck["train_labels"])
+    assert len(ck["subset_ids"]) == 300 and ck["provenance"]["subset"] == 300
