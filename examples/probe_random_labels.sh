@@ -11,7 +11,7 @@
 #   bash examples/probe_random_labels.sh          # Fashion-MNIST, 3-hidden-layer MLP, 2000 training rows
 #                                                 # (CPU: ~15 min for 'true', ~35 min for 'random' on a loaded 2-core box)
 #   VARIANTS=random SUBSET=1000 EPOCHS_RANDOM=80 CKPT_RANDOM=160 bash examples/probe_random_labels.sh   # docs/results/probe.md §2b
-#   TOY=1 bash examples/probe_random_labels.sh    # digits + mlp, few epochs (CI size)
+#   TOY=1 bash examples/probe_random_labels.sh    # digits + mlp, few epochs, random labels only (CI size)
 #
 # Environment: OUT, ARCH (ffn) and ARCH_KWARGS (hidden=[512,512,512]: fc1, fc2, fc3 + logits, enough
 # capacity to memorise random labels quickly), SUBSET (2000 training rows; memorising 60k random
@@ -32,6 +32,7 @@ if [ "${TOY:-0}" = 1 ]; then
   CKPT_TRUE=${CKPT_TRUE:-11}
   CKPT_RANDOM=${CKPT_RANDOM:-11}
   PROBE_ARGS=(--pca-dim 32)         # SVM/LR on 32 PCA components: liblinear on 640-d fc1 takes ~30 s
+  VARIANTS=${VARIANTS:-random}      # CI: the random-labels run exercises every command of the 'true' one
 else
   OUT=${OUT:-probe_fmnist}
   DATA=(--dataset fashion-mnist --data-dir "${DATA_DIR:-/usr/share/datasets/fashion-mnist}")
