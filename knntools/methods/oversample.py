@@ -108,7 +108,7 @@ def model_oversample(
     InputError
         Labels out of range, unknown ``label_from``, or ``generate`` returning wrong shapes.
     """
-    from knntools.methods.seq2knn import check_labels
+    from knntools.methods import check_labels
     from knntools.utils import as_generator
 
     if label_from not in ("predicted", "source"):
@@ -217,7 +217,7 @@ def imblearn_oversample(X: np.ndarray, y: np.ndarray, n_classes: int, method: st
     """
     from imblearn.over_sampling import ADASYN, SMOTE
 
-    from knntools.methods.seq2knn import check_labels
+    from knntools.methods import check_labels
 
     y = check_labels(y, n_classes)
     if method not in ("smote", "adasyn"):
