@@ -90,7 +90,7 @@ def tiny_runs(tmp: Path) -> list[tuple[str, list[str]]]:
         ("embed", ["embed", f"{t}/m.pt", "--dataset", "digits", "--split", "train", "--layers", "all", "-o", f"{t}/train.h5", "--force"]),
         ("embed", ["embed", f"{t}/m.pt", "--dataset", "digits", "--split", "test", "--layers", "all", "-o", f"{t}/test.h5", "--force"]),
         ("info", ["info", f"{t}/train.h5"]),
-        ("index", ["index", f"{t}/train.h5", "--layer", "penultimate", "-o", f"{t}/train.hnsw", "--force"]),
+        ("index", ["index", f"{t}/train.h5", "--layers", "penultimate", "-o", f"{t}/train.hnsw", "--force"]),
         ("dknn", ["dknn", f"{t}/train.h5", f"{t}/test.h5", "-k", "10", "--calibration", "100", "-o", f"{t}/dknn.h5", "--force"]),
         ("probe", ["probe", f"{t}/train.h5", "--test", f"{t}/test.h5", "--layers", "all", "--classifiers", "knn", "-o", f"{t}/probe.h5", "--force"]),
     ]

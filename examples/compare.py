@@ -138,7 +138,7 @@ def run_setting(name: str, spec: tuple[str, float] | None, a: argparse.Namespace
     s["embed_train"] = r.step("embed_train", ["embed", "model.pt", *data, "--split", "train", *embed, "-o", "train.h5"], [w / "train.h5"], [w / "model.pt"])
     s["embed_test"] = r.step("embed_test", ["embed", "model.pt", *data, "--split", "test", *embed, "-o", "test.h5"], [w / "test.h5"], [w / "model.pt"])
     idx = w / "train.penultimate.hnsw"
-    s["index"] = r.step("index", ["index", "train.h5", "--layer", "penultimate", "--backend", "hnsw", "-o", idx.name],
+    s["index"] = r.step("index", ["index", "train.h5", "--layers", "penultimate", "--backend", "hnsw", "-o", idx.name],
                         [idx], [w / "train.h5"])
     s["dknn"] = r.step("dknn", ["dknn", "train.h5", "test.h5", "-k", str(a.dknn_k), "--calibration", str(a.calibration),
                                 "--backend", a.backend, "-o", "dknn.h5", "--plot", "reliability.png"],

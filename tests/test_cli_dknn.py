@@ -196,7 +196,7 @@ def test_bad_input_exit_2_nothing_written(files, tmp_path, cli):
         ((train, wide), "layer 'layer2' has 9 features"),
         ((train, classes), "classes"),
         ((train, test, "--calibration", "160"), ">= the 160 rows"),
-        ((train, test, "-k", "301"), "larger than the training set"),
+        ((train, test, "-k", "301", "--calibration", "10"), "k=301 exceeds the 300 candidate rows"),
         ((train, test, "--calibration-file", other_model), "model_uuid"),
         ((train, test, "--layers", "nope"), "layer 'nope' not found"),
         ((train, test, "--backend", "exact", "--ef", "50"), "--ef"),

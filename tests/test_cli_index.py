@@ -35,7 +35,7 @@ def reference_knn(X, Q, k):
 
 def test_index_all_layers_beside_the_file(activations_pair):
     train, _ = activations_pair
-    result = invoke(train, "--layer", "all", "-q")
+    result = invoke(train, "--layers", "all", "-q")
     assert result.exit_code == 0, result.output
     with KFile(train) as kf:
         layers, uuid = kf.layers, kf.uuid
@@ -49,14 +49,14 @@ def test_index_all_layers_beside_the_file(activations_pair):
         assert head["params"]["M"] == 16 and head["params"]["ef_construction"] == 200
         assert head["n_samples"] == 300
     # a second run refuses to overwrite, --force replaces
-    assert invoke(train, "--layer", "all").exit_code == 2
-    assert invoke(train, "--layer", "all", "--force", "-q").exit_code == 0
+    assert invoke(train, "--layers", "all").exit_code == 2
+    assert invoke(train, "--layers", "all", "--force", "-q").exit_code == 0
 
 
 def test_index_options_are_recorded(activations_pair, tmp_path):
     train, _ = activations_pair
     out = tmp_path / "pen.hnsw"
-    result = invoke(train, "--layer", "penultimate", "--metric", "cosine", "--M", "32", "--ef-construction", "100", "--ef", "64", "--seed", "3", "-o", out, "--json")
+    result = invoke(train, "--layers", "penultimate", "--metric", "cosine", "--M", "32", "--ef-construction", "100", "--ef", "64", "--seed", "3", "-o", out, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["indexes"] == [str(out)] and summary["layers"]["layer2"]["index"] == str(out)
@@ -68,7 +68,7 @@ def test_index_options_are_recorded(activations_pair, tmp_path):
 def test_query_writes_neighbors_file_and_checks_recall(activations_pair, tmp_path):
     train, test = activations_pair
     out = tmp_path / "nbrs.h5"
-    proc = run_cli("index", train, "--layer", "penultimate", "--query", test, "-k", "10", "-o", out, "--check-recall", "50", "--json")
+    proc = run_cli("index", train, "--layers", "penultimate", "--query", test, "-k", "10", "-o", out, "--check-recall", "50", "--json")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -107,10 +107,10 @@ def test_exact_backend_matches_reference_and_features_files(tmp_path):
 
 def test_reuse_saved_index(activations_pair, tmp_path):
     train, test = activations_pair
-    assert invoke(train, "--layer", "layer1", "--ef", "50", "-q").exit_code == 0
+    assert invoke(train, "--layers", "layer1", "--ef", "50", "-q").exit_code == 0
     index = train.with_name("train.layer1.hnsw")
     out = tmp_path / "n.h5"
-    result = invoke(train, "--layer", "layer1", "--index", index, "--query", test, "-k", "7", "-o", out, "--json")
+    result = invoke(train, "--layers", "layer1", "--index", index, "--query", test, "-k", "7", "-o", out, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["layers"]["layer1"]["index"] == str(index) and summary["params"]["ef"] == 50
@@ -120,7 +120,7 @@ def test_reuse_saved_index(activations_pair, tmp_path):
 def test_query_with_data_itself_excludes_own_rows(activations_pair, tmp_path):
     train, _ = activations_pair
     out = tmp_path / "self.h5"
-    result = invoke(train, "--layer", "layer2", "--query", train, "-k", "5", "-o", out, "--check-recall", "40", "--json")
+    result = invoke(train, "--layers", "layer2", "--query", train, "-k", "5", "-o", out, "--check-recall", "40", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["layers"]["layer2"]["recall_at_k"] >= 0.99
     with KFile(out) as nf:
@@ -128,12 +128,12 @@ def test_query_with_data_itself_excludes_own_rows(activations_pair, tmp_path):
         assert nf.attrs["exclude_self"] is True or nf.attrs["exclude_self"] == 1
     assert got["indices"].shape == (300, 5)
     assert not (got["indices"] == np.arange(300)[:, None]).any()
-    assert invoke(train, "--layer", "layer2", "--query", train, "-k", "300", "-o", tmp_path / "x.h5").exit_code == 2
+    assert invoke(train, "--layers", "layer2", "--query", train, "-k", "300", "-o", tmp_path / "x.h5").exit_code == 2
 
 
 def test_save_index_with_query(activations_pair, tmp_path):
     train, test = activations_pair
-    result = invoke(train, "--layer", "layer1,layer2", "--query", test, "-o", tmp_path / "n.h5", "--save-index", "-q")
+    result = invoke(train, "--layers", "layer1,layer2", "--query", test, "-o", tmp_path / "n.h5", "--save-index", "-q")
     assert result.exit_code == 0, result.output
     assert {"train.layer1.hnsw", "train.layer1.hnsw.json", "train.layer2.hnsw.json", "n.h5"} <= files_in(tmp_path)
 
@@ -142,7 +142,7 @@ def test_save_index_with_query(activations_pair, tmp_path):
 def bad_files(activations_pair, tmp_path):
     """Extra files for the bad-input cases: another file's index, a narrower layer, NaN rows."""
     train, test = activations_pair
-    assert invoke(train, "--layer", "layer2", "-q").exit_code == 0
+    assert invoke(train, "--layers", "layer2", "-q").exit_code == 0
     layers, logits, y = make_blobs_activations(n=40, dims=(16, 5), seed=3)
     write_activations(tmp_path / "narrow.h5", layers=layers, logits=logits, labels=y, ids=np.arange(40), classes=["a", "b", "c"])
     layers["layer1"][7, 3] = np.nan
@@ -154,22 +154,22 @@ def bad_files(activations_pair, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["TRAIN", "--layer", "fc9"], r"layer 'fc9' not found \(available: layer1, layer2, logits"),
-        (["TRAIN", "--layer", "layer2", "--query", "TEST", "-k", "301", "-o", "OUT"], r"k=301 exceeds the 300 indexed rows"),
-        (["TRAIN", "--layer", "layer2", "--query", "NARROW", "-o", "OUT"], r"layer 'layer2' has 5 features but .* has 8"),
-        (["NAN", "--layer", "layer1"], r"layers/layer1: non-finite value \(NaN or Inf\) at row 7"),
-        (["TRAIN", "--layer", "layer1", "--query", "NAN", "-o", "OUT"], r"non-finite value .* at row 7"),
-        (["NARROW", "--layer", "layer2", "--index", "INDEX", "--query", "NARROW", "-o", "OUT"], r"built from another file"),
-        (["TRAIN", "--layer", "layer1", "--index", "INDEX", "--query", "TEST", "-o", "OUT"], r"indexes another layer"),
-        (["TRAIN", "--layer", "layer2", "--index", "INDEX", "--metric", "ip", "--query", "TEST", "-o", "OUT"], r"index metric is 'l2'"),
-        (["TRAIN", "--layer", "layer2", "--index", "INDEX"], r"nothing to do without --query"),
-        (["TRAIN", "--layer", "all", "-o", "OUT"], r"-o: names one index file"),
+        (["TRAIN", "--layers", "fc9"], r"layer 'fc9' not found \(available: layer1, layer2, logits"),
+        (["TRAIN", "--layers", "layer2", "--query", "TEST", "-k", "301", "-o", "OUT"], r"k=301 exceeds the 300 candidate rows"),
+        (["TRAIN", "--layers", "layer2", "--query", "NARROW", "-o", "OUT"], r"layer 'layer2' has 5 features but .* has 8"),
+        (["NAN", "--layers", "layer1"], r"layers/layer1: non-finite value \(NaN or Inf\) at row 7"),
+        (["TRAIN", "--layers", "layer1", "--query", "NAN", "-o", "OUT"], r"non-finite value .* at row 7"),
+        (["NARROW", "--layers", "layer2", "--index", "INDEX", "--query", "NARROW", "-o", "OUT"], r"built from another file"),
+        (["TRAIN", "--layers", "layer1", "--index", "INDEX", "--query", "TEST", "-o", "OUT"], r"indexes another layer"),
+        (["TRAIN", "--layers", "layer2", "--index", "INDEX", "--metric", "ip", "--query", "TEST", "-o", "OUT"], r"index metric is 'l2'"),
+        (["TRAIN", "--layers", "layer2", "--index", "INDEX"], r"nothing to do without --query"),
+        (["TRAIN", "--layers", "all", "-o", "OUT"], r"-o: names one index file"),
         (["TRAIN", "--backend", "exact"], r"exact search has no index to save"),
         (["TRAIN", "--backend", "exact", "--M", "8", "--query", "TEST", "-o", "OUT"], r"--M: hnsw option"),
         (["TRAIN", "--backend", "exact", "--check-recall", "5", "--query", "TEST", "-o", "OUT"], r"--check-recall"),
         (["TRAIN", "--query", "TEST"], r"expected -o/--output"),
         (["TRAIN", "--backend", "exact", "--query", "TEST", "-o", "OUT", "--save-index"], r"--save-index: the exact backend"),
-        (["TRAIN", "--layer", "layer2"], r"train.layer2.hnsw: output file exists"),
+        (["TRAIN", "--layers", "layer2"], r"train.layer2.hnsw: output file exists"),
         (["MISSING"], r"no such file"),
     ],
 )
@@ -193,7 +193,7 @@ def test_nan_in_a_later_layer_writes_no_index(tmp_path):
     layers, logits, y = make_blobs_activations(n=40, seed=3)
     layers["layer2"][5, 0] = np.inf
     write_activations(tmp_path / "t.h5", layers=layers, logits=logits, labels=y, ids=np.arange(40), classes=["a", "b", "c"])
-    result = invoke(tmp_path / "t.h5", "--layer", "all")
+    result = invoke(tmp_path / "t.h5", "--layers", "all")
     assert result.exit_code == 2 and "row 5" in result.stderr
     assert files_in(tmp_path) == {"t.h5"}
 
@@ -201,4 +201,4 @@ def test_nan_in_a_later_layer_writes_no_index(tmp_path):
 def test_help_lists_examples():
     result = runner.invoke(app, ["index", "--help"])
     assert result.exit_code == 0
-    assert "--check-recall" in result.stdout and "knntools index train.h5 --layer all" in result.stdout
+    assert "--check-recall" in result.stdout and "knntools index train.h5 --layers all" in result.stdout

@@ -245,7 +245,7 @@ def test_prebuilt_index_and_errors(blobs):
     bad = make_index("exact", metric="l2", device="cpu").fit(X)
     with pytest.raises(InputError, match="metric"):
         dk.DkNN(5).fit({"layer1": X}, y_train, indexes={"layer1": bad})
-    with pytest.raises(InputError, match="larger than the training set"):
+    with pytest.raises(InputError, match="k=241 exceeds the 240 candidate rows"):
         dk.DkNN(241).fit(train_layers, y_train)
     with pytest.raises(InputError, match="rows"):
         dk.DkNN(5).fit({"layer1": X[:10]}, y_train)

@@ -231,9 +231,9 @@ def test_hnsw_ef_is_stored_per_query_and_raised_to_k(data, tmp_path):
 def test_input_errors(backend, data):
     X, Q = data
     index = make_index(backend).fit(X)
-    with pytest.raises(InputError, match="exceeds the 400 indexed rows"):
+    with pytest.raises(InputError, match=r"k=401 exceeds the 400 candidate rows \(400 rows\)"):
         index.kneighbors(Q, 401)
-    with pytest.raises(InputError, match="exceeds the 399 other rows"):
+    with pytest.raises(InputError, match=r"k=400 exceeds the 399 candidate rows \(400 rows, each row.s own row excluded\)"):
         index.kneighbors(None, 400)
     with pytest.raises(InputError, match="positive integer"):
         index.kneighbors(Q, 0)

@@ -93,7 +93,7 @@ def test_k_larger_than_every_shard_and_limits(data):
     d0, i0 = make_index("exact", device="cpu").fit(X[:30]).kneighbors(None, 29)
     d, i = index.kneighbors(None, 29)
     np.testing.assert_array_equal(i, i0)
-    with pytest.raises(InputError, match="k=30 exceeds the 29 other rows"):
+    with pytest.raises(InputError, match="k=30 exceeds the 29 candidate rows"):
         index.kneighbors(None, 30)
     with pytest.raises(InputError, match="query dimension 5"):
         index.kneighbors(Q[:, :5], 3)
@@ -219,16 +219,16 @@ def test_cli_several_shards_and_per_shard_files_merge_to_whole(tmp_path, activat
     whole, parts = write_shards(tmp_path / "shards", 160, 3)
     _, test = activations_pair
     ref = tmp_path / "whole_nbrs.h5"
-    index_cli(whole, "--layer", "all", "--backend", "exact", "--query", test, "-k", "60", "-o", ref)
+    index_cli(whole, "--layers", "all", "--backend", "exact", "--query", test, "-k", "60", "-o", ref)
     # one process over all shards
     across = tmp_path / "across.h5"
-    index_cli(*parts, "--layer", "all", "--backend", "exact", "--query", test, "-k", "60", "-o", across)
+    index_cli(*parts, "--layers", "all", "--backend", "exact", "--query", test, "-k", "60", "-o", across)
     # one job per shard (k = 60 > the 53 rows of each shard is refused there), then merged
-    index_cli(parts[0], "--layer", "layer1", "--backend", "exact", "--query", test, "-k", "60", "-o", tmp_path / "x.h5", code=2)
+    index_cli(parts[0], "--layers", "layer1", "--backend", "exact", "--query", test, "-k", "60", "-o", tmp_path / "x.h5", code=2)
     per_shard = []
     for i, p in enumerate(parts):
         out = tmp_path / f"nbrs_{i}.h5"
-        index_cli(p, "--layer", "all", "--backend", "exact", "--query", test, "-k", "50", "-o", out)
+        index_cli(p, "--layers", "all", "--backend", "exact", "--query", test, "-k", "50", "-o", out)
         per_shard.append(out)
     with KFile(per_shard[1]) as kf:
         assert (kf.attrs["base_row_start"], kf.attrs["base_row_stop"], kf.attrs["base_total_rows"]) == (53, 106, 160)
@@ -244,7 +244,7 @@ def test_cli_several_shards_and_per_shard_files_merge_to_whole(tmp_path, activat
         for layer in ("layer1", "layer2", "logits"):
             assert_same_neighbors(read_neighbors(b, layer), read_neighbors(a, layer))
     ref50 = tmp_path / "whole50.h5"
-    index_cli(whole, "--layer", "all", "--backend", "exact", "--query", test, "-k", "50", "-o", ref50)
+    index_cli(whole, "--layers", "all", "--backend", "exact", "--query", test, "-k", "50", "-o", ref50)
     with KFile(ref) as a, KFile(across) as b, KFile(ref50) as c, KFile(merged) as m:
         for layer in ("layer1", "layer2", "logits"):
             ra, rb, rc, rm = (read_neighbors(f, layer) for f in (a, b, c, m))
@@ -258,16 +258,16 @@ def test_cli_shard_searched_with_its_set_excludes_own_rows(tmp_path):
     vset = tmp_path / "set.h5"
     write_virtual_set(parts, vset)
     ref = tmp_path / "ref.h5"
-    index_cli(whole, "--layer", "layer2", "--backend", "exact", "--query", whole, "-k", "5", "-o", ref)
+    index_cli(whole, "--layers", "layer2", "--backend", "exact", "--query", whole, "-k", "5", "-o", ref)
     outs = []
     for i, p in enumerate(parts):
         outs.append(tmp_path / f"self_{i}.h5")
-        index_cli(p, "--layer", "layer2", "--backend", "exact", "--query", vset, "-k", "5", "-o", outs[-1])
+        index_cli(p, "--layers", "layer2", "--backend", "exact", "--query", vset, "-k", "5", "-o", outs[-1])
     merged = tmp_path / "merged.h5"
     merge_neighbor_files(outs, merged)
     # the set itself as DATA and as --query: one process, shard by shard, leave-one-out
     across = tmp_path / "across.h5"
-    index_cli(vset, "--layer", "layer2", "--backend", "exact", "--query", vset, "-k", "5", "-o", across)
+    index_cli(vset, "--layers", "layer2", "--backend", "exact", "--query", vset, "-k", "5", "-o", across)
     with KFile(ref) as a, KFile(merged) as m, KFile(across) as c:
         np.testing.assert_array_equal(read_neighbors(m, "layer2")["indices"], read_neighbors(a, "layer2")["indices"])
         np.testing.assert_array_equal(read_neighbors(c, "layer2")["indices"], read_neighbors(a, "layer2")["indices"])
@@ -280,7 +280,7 @@ def test_cli_builds_one_index_per_shard(tmp_path):
     from knntools.search import read_index_header
 
     _, parts = write_shards(tmp_path, 90, 3)
-    proc = index_cli(parts[2], parts[0], parts[1], "--layer", "layer2")
+    proc = index_cli(parts[2], parts[0], parts[1], "--layers", "layer2")
     assert proc.stdout.split() == [str(p.with_name(f"part{i}.layer2.hnsw")) for i, p in enumerate(parts)]
     heads = [read_index_header(p.with_name(f"part{i}.layer2.hnsw")) for i, p in enumerate(parts)]
     assert [h["metadata"]["row_start"] for h in heads] == [0, 30, 60] and heads[0]["n_samples"] == 30
@@ -288,7 +288,7 @@ def test_cli_builds_one_index_per_shard(tmp_path):
     assert index.shard_ranges_ == [(0, 30), (30, 60), (60, 90)] and all(s.index is None for s in index._shards)
     # a missing shard is named; nothing written
     before = sorted(x.name for x in tmp_path.iterdir())
-    proc = run_cli("index", parts[0], parts[2], "--layer", "layer2", "--force")
+    proc = run_cli("index", parts[0], parts[2], "--layers", "layer2", "--force")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "rows [30, 60) missing" in proc.stderr and "part2.h5" in proc.stderr
     assert sorted(x.name for x in tmp_path.iterdir()) == before
@@ -301,7 +301,7 @@ def shard_files(tmp_path, activations_pair):
     outs = []
     for i, p in enumerate(parts):
         outs.append(tmp_path / f"n{i}.h5")
-        index_cli(p, "--layer", "layer2", "--backend", "exact", "--query", test, "-k", "4", "-o", outs[-1])
+        index_cli(p, "--layers", "layer2", "--backend", "exact", "--query", test, "-k", "4", "-o", outs[-1])
     return tmp_path, parts, outs, test
 
 
@@ -315,22 +315,22 @@ def test_merge_refuses_bad_parts_and_writes_nothing(shard_files):
     with pytest.raises(InputError, match="shard 1 given twice"):
         merge_neighbor_files([outs[0], outs[1], outs[1], outs[2]], out)
     other = tmp_path / "other_q.h5"
-    index_cli(parts[1], "--layer", "layer2", "--backend", "exact", "--query", parts[0], "-k", "4", "-o", other)
+    index_cli(parts[1], "--layers", "layer2", "--backend", "exact", "--query", parts[0], "-k", "4", "-o", other)
     with pytest.raises(InputError, match="query_uuid .*another query file"):
         merge_neighbor_files([outs[0], other, outs[2]], out)
     k5 = tmp_path / "k5.h5"
-    index_cli(parts[1], "--layer", "layer2", "--backend", "exact", "--query", test, "-k", "5", "-o", k5)
+    index_cli(parts[1], "--layers", "layer2", "--backend", "exact", "--query", test, "-k", "5", "-o", k5)
     with pytest.raises(InputError, match="k is 5"):
         merge_neighbor_files([outs[0], k5, outs[2]], out)
     with pytest.raises(InputError, match="expected a per-shard neighbours file"):
         whole_nbrs = tmp_path / "whole.h5"
-        index_cli(tmp_path / "shards" / "train.h5", "--layer", "layer2", "--backend", "exact", "--query", test, "-k", "4", "-o", whole_nbrs)
+        index_cli(tmp_path / "shards" / "train.h5", "--layers", "layer2", "--backend", "exact", "--query", test, "-k", "4", "-o", whole_nbrs)
         merge_neighbor_files([outs[0], whole_nbrs], out)
     assert not out.exists() and not list(tmp_path.glob(".*partial"))
     # overlap: a shard of the same rows split in 2 (rows [0, 60) overlap shards 0/3 and 1/3)
     _, parts2 = write_shards(tmp_path / "two", 120, 2)
     over = tmp_path / "over.h5"
-    index_cli(parts2[0], "--layer", "layer2", "--backend", "exact", "--query", test, "-k", "4", "-o", over)
+    index_cli(parts2[0], "--layers", "layer2", "--backend", "exact", "--query", test, "-k", "4", "-o", over)
     with pytest.raises(InputError, match="base_shard_count"):
         merge_neighbor_files([outs[0], over], out)
     # an existing output is never changed

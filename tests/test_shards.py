@@ -230,7 +230,7 @@ def test_commands_give_the_same_numbers_on_a_set_and_on_the_merged_file(capsys, 
         "dknn": lambda tr, te, o: ("dknn", tr, te, "-k", "10", "--calibration", "100", "-o", o),
         "lasenn": lambda tr, te, o: ("lasenn", tr, te, "-k", "3", "-o", o),
         "probe": lambda tr, te, o: ("probe", tr, te, "--layers", "all", "--classifiers", "knn,lr", "-o", o),
-        "index": lambda tr, te, o: ("index", tr, "--layer", "penultimate", "--backend", "exact", "--query", te, "-k", "5", "-o", o),
+        "index": lambda tr, te, o: ("index", tr, "--layers", "penultimate", "--backend", "exact", "--query", te, "-k", "5", "-o", o),
         "knet": lambda tr, te, o: ("distill-knet", tr, "--epochs", "2", "--k-range", "1:11", "--seed", "0", "-o", o),
     }
     for name, make in commands.items():

@@ -119,6 +119,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `knntools … --json | head` stays quiet
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and not _HELP_ONLY.intersection(args):
+        from knntools.cli._deprecated import apply_deprecations
+
+        args = apply_deprecations(args)  # old flag spellings, one release (warning on stderr)
     if args and not _HELP_ONLY.intersection(args):  # help and version write no file: no numpy/h5py import for them
         from knntools.io import h5
 

@@ -336,8 +336,8 @@ def _evaluate(ckpt: Path, eval_file: Path, output: Path | None, *, train: Path |
                 if top > trf.n_samples:
                     raise InputError(f"--k/--curve-k: k={top} exceeds the {trf.n_samples} training samples of {tpath}; expected k <= {trf.n_samples}")
         X = kf.read_layer(lname)  # NaN -> exit 2
-        y_true = kf.read_labels("labels_clean") if kf.has("labels_clean") else kf.read_labels("labels")
-        ids = kf.read("ids") if kf.has("ids") else np.arange(kf.n_samples, dtype=np.int64)
+        y_true = kf.truth_labels()
+        ids = kf.ids()
         dnn_pred = kf.read("logits").argmax(axis=1).astype(np.int64) if kf.has("logits") else None
         dnn_acc = kn.accuracy(dnn_pred, y_true) if dnn_pred is not None else None
 
@@ -391,7 +391,7 @@ def _evaluate(ckpt: Path, eval_file: Path, output: Path | None, *, train: Path |
             "best_knet": max(acc_rows, key=lambda r: r["knet_accuracy"]),
         }
         out.info(f"[bold]distill-knet[/bold] {ckpt} on {eval_file} layer {lname} ({len(X)} samples, truth: "
-                 f"{'labels_clean' if kf.has('labels_clean') else 'labels'})")
+                 f"{kf.truth_name})")
         header = ["method", "parameters", *[f"k={r['k']}" for r in acc_rows]]
         rows = []
         if dnn_acc is not None:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from knntools.cli._errors import handle_errors
-from knntools.cli._options import Device, Force, Json, K, NumThreads, OutputPath, Quiet, Seed, Verbose
+from knntools.cli._options import Device, Force, Json, K, Layers, NumThreads, OutputPath, Quiet, Seed, Verbose
 from knntools.cli._output import Output
 from knntools.cli._search_options import Backend, Ef, EfConstruction, HnswM, Metric, Precision
 
@@ -59,7 +59,7 @@ def dknn_cli(
     evaluate: Annotated[Path, typer.Argument(metavar="EVAL", help="Activations to classify (e.g. the test set or an FGSM test set), same model.", dir_okay=False)],
     output: OutputPath,
     k: K = 75,
-    layers: Annotated[str, typer.Option("--layers", help="Layers searched: 'all' (hidden layers + logits), 'hidden', or names, e.g. conv2,conv3,logits.")] = "all",
+    layers: Layers = "all",
     calibration: Annotated[int, typer.Option("--calibration", min=1, help="Calibration set size |A| (held out of the evaluation).")] = 750,
     calibration_mode: Annotated[Literal["first", "stratified"], typer.Option("--calibration-mode", help="Which rows calibrate: the first N, or a class-stratified random sample (--seed).")] = "first",
     calibration_file: Annotated[Optional[Path], typer.Option("--calibration-file", help="Take the calibration rows from this activations file instead of EVAL (e.g. clean test.h5 for an FGSM EVAL).", dir_okay=False)] = None,
@@ -122,11 +122,9 @@ def dknn_cli(
     y_train = tr.read_labels("labels")
     n_train = len(y_train)
     n_classes = tr.n_classes or int(y_train.max()) + 1
-    if k > n_train:
-        raise InputError(f"{tr.path}: -k {k} is larger than the training set ({n_train} samples); expected k <= {n_train}")
-    truth_name = "labels_clean" if ev.has("labels_clean") else "labels"
+    truth_name = ev.truth_name
     y_eval_all = ev.read_labels(truth_name)
-    ids_eval_all = ev.read("ids") if ev.has("ids") else np.arange(ev.n_samples, dtype=np.int64)
+    ids_eval_all = ev.ids()
     if y_eval_all.size and y_eval_all.max() >= n_classes:
         raise InputError(f"{ev.path}: {truth_name} go up to {y_eval_all.max()}; expected labels in [0, {n_classes}) like {tr.path}")
 
@@ -149,13 +147,13 @@ def dknn_cli(
         ids_cal = ids_eval_all[cal_rows]
         cal_source = str(ev.path)
     else:
-        cal_truth_name = "labels_clean" if cf.has("labels_clean") else "labels"
+        cal_truth_name = cf.truth_name
         y_cal_all = cf.read_labels(cal_truth_name)
         if calibration > cf.n_samples:
             raise InputError(f"{cf.path}: --calibration {calibration} is larger than its {cf.n_samples} rows; expected at most {cf.n_samples}")
         cal_rows = dk.select_calibration(y_cal_all, calibration, calibration_mode, n_classes=n_classes, random_state=seed)
         y_cal = y_cal_all[cal_rows]
-        ids_cal_all = cf.read("ids") if cf.has("ids") else np.arange(cf.n_samples, dtype=np.int64)
+        ids_cal_all = cf.ids()
         ids_cal = ids_cal_all[cal_rows]
         same_split = cf.uuid == ev.uuid or (
             cf.attrs.get("dataset") is not None and cf.attrs.get("dataset") == ev.attrs.get("dataset")
@@ -190,7 +188,7 @@ def dknn_cli(
             if head.get("metric") != plan.metric:
                 why = " (--normalize with --metric l2 searches the raw activations by cosine)" if plan.distance == "cos_to_l2" else ""
                 raise InputError(f"{ipath}: index metric is {head.get('metric')!r} but dknn searches {layer_name} with {plan.metric!r}{why}; "
-                                 f"rebuild it with `knntools index {tr.path} --layer {layer_name} --metric {plan.metric}` or change --normalize/--metric")
+                                 f"rebuild it with `knntools index {tr.path} --layers {layer_name} --metric {plan.metric}` or change --normalize/--metric")
             check_index_matches(ipath, head, expected)
             index_paths[layer_name] = ipath
 
@@ -209,7 +207,7 @@ def dknn_cli(
     model = dk.DkNN(k, backend=backend, metric=metric, normalize=normalize, center=center, p_value=p_value,
                     drop_zero_calibration=drop_zero_calibration, search_params=params)
     model.fit({name: tr.layer(name) for name in layer_names}, y_train, n_classes=n_classes, indexes=prebuilt, build=False)
-    train_ids = tr.read("ids") if tr.has("ids") else np.arange(n_train, dtype=np.int64)
+    train_ids = tr.ids()
     cal_labels: dict[str, np.ndarray] = {}
     neighbors: dict[str, dict[str, np.ndarray]] = {}
     timing: dict[str, dict[str, float]] = {}

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from knntools.cli._errors import handle_errors
-from knntools.cli._options import Device, Force, Json, K, NumThreads, OptOutputPath, Quiet, Seed, Verbose
+from knntools.cli._options import Device, Force, Json, K, Layers, NumThreads, OptOutputPath, Quiet, Verbose
 from knntools.cli._output import Output
 from knntools.cli._search_options import Backend, CheckRecall, Ef, EfConstruction, HnswM, IndexPath, Metric, Precision, search_params
 
@@ -27,19 +27,19 @@ DOCS: docs/index.md
 
 EPILOG = """Examples:
 
-  knntools index train.h5 --layer all
+  knntools index train.h5 --layers all
 
-  knntools index train.h5 --layer penultimate --metric cosine --M 32 --ef-construction 200
+  knntools index train.h5 --layers penultimate --metric cosine --M 32 --ef-construction 200
 
-  knntools index train.h5 --layer penultimate --query test.h5 -k 10 -o nbrs.h5 --check-recall 1000 --json
+  knntools index train.h5 --layers penultimate --query test.h5 -k 10 -o nbrs.h5 --check-recall 1000 --json
 
-  knntools index train.h5 --layer penultimate --backend exact --query test.h5 -k 10 -o nbrs_exact.h5
+  knntools index train.h5 --layers penultimate --backend exact --query test.h5 -k 10 -o nbrs_exact.h5
 
-  knntools index train.h5 --layer penultimate --index train.penultimate.hnsw --query test.h5 -k 75 -o n.h5
+  knntools index train.h5 --layers penultimate --index train.penultimate.hnsw --query test.h5 -k 75 -o n.h5
 
-  knntools index part0.h5 part1.h5 part2.h5 --layer penultimate          # one index per shard
+  knntools index part0.h5 part1.h5 part2.h5 --layers penultimate          # one index per shard
 
-  knntools index part1.h5 --layer penultimate --backend exact --query test.h5 -k 75 -o nbrs_1.h5   # per-shard job
+  knntools index part1.h5 --layers penultimate --backend exact --query test.h5 -k 75 -o nbrs_1.h5   # per-shard job
 """
 
 NO_ARGS_IS_HELP = True
@@ -51,7 +51,7 @@ KINDS = ("activations", "features")
 def index_cli(
     ctx: typer.Context,
     data: Annotated[list[Path], typer.Argument(help="Activations or features file; or several shards of one split (or a sharded set).", metavar="DATA", dir_okay=False)],
-    layer: Annotated[str, typer.Option("--layer", help="all | hidden | penultimate | logits | NAME[,NAME...] (features files: features).")] = "all",
+    layers: Layers = "all",
     query: Annotated[Optional[Path], typer.Option("--query", help="Search the index with the rows of this activations/features file (same model, same layers).", dir_okay=False)] = None,
     k: K = 10,
     output: OptOutputPath = None,
@@ -88,7 +88,7 @@ def index_cli(
     explicit = {name for name in ("backend", "metric") if _given(ctx, name)}
     shards, set_uuid = _base_shards(data)
     if shards is not None and len(shards) > 1:
-        return _index_parts(shards, set_uuid, data, layer=layer, query=query, k=k, output=output, backend=backend, metric=metric,
+        return _index_parts(shards, set_uuid, data, layers=layers, query=query, k=k, output=output, backend=backend, metric=metric,
                             params=search_params(backend, M=M, ef_construction=ef_construction, ef=ef, num_threads=num_threads, seed=seed, device=device),
                             index=index, save_index=save_index, check_recall=check_recall, seed=seed, force=force, out=out)
     data = data[0]
@@ -96,7 +96,7 @@ def index_cli(
 
     with contextlib.ExitStack() as files:
         kf = files.enter_context(KFile(data, kind=KINDS))
-        names = kf.resolve_layers(layer)
+        names = kf.resolve_layers(layers)
         n_base = kf.n_samples
 
         # -- what will be used: a saved index, or a backend to build ------------------------
@@ -105,7 +105,7 @@ def index_cli(
             if query is None:
                 raise InputError(f"--index {index}: nothing to do without --query FILE (the index is already built)")
             if len(names) != 1:
-                raise InputError(f"--index: one index serves one layer; expected --layer NAME (got {len(names)} layers: {', '.join(names)})")
+                raise InputError(f"--index: one index serves one layer; expected --layers NAME (got {len(names)} layers: {', '.join(names)})")
             for flag, value in (("--M", M), ("--ef-construction", ef_construction)):
                 if value is not None:
                     raise InputError(f"{flag}: applies when building; --index {index} is already built")
@@ -149,7 +149,7 @@ def index_cli(
         if query is None or save_index:
             if output is not None and query is None:
                 if len(names) != 1:
-                    raise InputError(f"-o: names one index file but --layer selects {len(names)} layers ({', '.join(names)}); omit -o to save each beside {data.name}")
+                    raise InputError(f"-o: names one index file but --layers selects {len(names)} layers ({', '.join(names)}); omit -o to save each beside {data.name}")
                 dests[names[0]] = output
             else:
                 dests = {name: registry.default_index_path(data, name, backend) for name in names}
@@ -162,7 +162,7 @@ def index_cli(
         report: dict[str, dict[str, Any]] = {}
         if backend == "exact" or check_recall is not None:
             import torch  # noqa: F401  (imported before the timers start)
-        base_ids = kf.read("ids").astype("int64") if kf.has("ids") else None
+        base_ids = kf.ids()
         params_used: dict[str, Any] = {}
         for name in names:
             ds = kf.layer(name)
@@ -203,7 +203,7 @@ def index_cli(
                     row["search_seconds"] = _timed(lambda: holder.update(zip(("distances", "indices"), one.kneighbors(Q, k, own_rows=own, **query_kw))))
                     holder["indices"] = holder["indices"] - shard.row_start  # local rows until written
                 row["queries_per_second"] = qkf.n_samples / max(row["search_seconds"], 1e-9)
-                holder["ids"] = base_ids[holder["indices"]] if base_ids is not None else holder["indices"]
+                holder["ids"] = base_ids[holder["indices"]]
                 results[name] = holder
             if backend == "hnsw":
                 row["ef"] = idx.effective_ef(k, query_kw.get("ef"))
@@ -215,8 +215,8 @@ def index_cli(
         if qkf is not None:
             from knntools.io.neighbors import write_neighbors
 
-            q_ids = qkf.read("ids").astype("int64") if qkf.has("ids") else None
-            n_query = qkf.n_samples if q_ids is None else len(q_ids)
+            q_ids = qkf.ids()
+            n_query = len(q_ids)
             shard_attrs: dict[str, Any] = {}
             if shard is not None:
                 for holder in results.values():
@@ -226,7 +226,7 @@ def index_cli(
             write_neighbors(
                 output,
                 layers=results,
-                query_ids=q_ids if q_ids is not None else range(n_query),
+                query_ids=q_ids,
                 query_labels=qkf.read_labels("labels") if qkf.has("labels") else None,
                 metric=metric,
                 distance_units=idx.distance_units,
@@ -311,7 +311,7 @@ def _base_shards(paths: list[Path]) -> tuple[Any, str]:
     return infos, ""
 
 
-def _index_parts(shards: Any, set_uuid: str, data: list[Path], *, layer: str, query: Path | None, k: int, output: Path | None, backend: str, metric: str,
+def _index_parts(shards: Any, set_uuid: str, data: list[Path], *, layers: str, query: Path | None, k: int, output: Path | None, backend: str, metric: str,
                  params: dict[str, Any], index: Path | None, save_index: bool, check_recall: int | None, seed: int, force: bool, out: Output) -> None:
     """``knntools index`` on several shards: one index per shard beside its part, or a search across them (global rows)."""
     import contextlib
@@ -331,7 +331,7 @@ def _index_parts(shards: Any, set_uuid: str, data: list[Path], *, layer: str, qu
         raise InputError("--backend exact: exact search has no index to save; give --query FILE -o OUT to search, or use --backend hnsw")
     with contextlib.ExitStack() as files:
         kfs = [files.enter_context(KFile(info.path, kind=KINDS)) for info in shards]
-        names = kfs[0].resolve_layers(layer)
+        names = kfs[0].resolve_layers(layers)
         for info, kf in zip(shards, kfs):
             if kf.n_samples != info.n_rows:
                 raise InputError(f"{kf.path}: {kf.n_samples} rows but its shard attributes say [{info.row_start}, {info.row_stop}); expected {info.n_rows}")
@@ -396,7 +396,7 @@ def _index_parts(shards: Any, set_uuid: str, data: list[Path], *, layer: str, qu
                     report[name]["ef"] = sharded.effective_ef(k)
             from knntools.io.neighbors import write_neighbors
 
-            q_ids = qkf.read("ids").astype("int64") if qkf.has("ids") else np.arange(qkf.n_samples)
+            q_ids = qkf.ids()
             write_neighbors(
                 output, layers=results, query_ids=q_ids, query_labels=qkf.read_labels("labels") if qkf.has("labels") else None,
                 metric=metric, distance_units=sharded.distance_units, k=k, backend=backend, params=params_used, classes=kfs[0].classes,

@@ -128,11 +128,11 @@ def lasenn_cli(
             X_tr = ftr.read_layer(name)
             logits_tr = ftr.read("logits", dtype=np.float64)
             y_tr = ftr.read_labels("labels") if ftr.has("labels") else None
-            ids_tr = ftr.read("ids").astype(np.int64) if ftr.has("ids") else np.arange(n_train, dtype=np.int64)
+            ids_tr = ftr.ids()
             Q = fte.read_layer(name)
             logits_te = fte.read("logits", dtype=np.float64)
-            y_te = fte.read_labels("labels_clean") if fte.has("labels_clean") else (fte.read_labels("labels") if fte.has("labels") else None)
-            ids_te = fte.read("ids").astype(np.int64) if fte.has("ids") else np.arange(fte.n_samples, dtype=np.int64)
+            y_te = fte.truth_labels() if fte.has(fte.truth_name) else None
+            ids_te = fte.ids()
             Q_fl = ffl.read_layer(name) if ffl is not None else None
             classes = ftr.classes or [str(i) for i in range(c_tr)]
             parents = [ftr.uuid, fte.uuid] + ([ffl.uuid] if ffl is not None else [])

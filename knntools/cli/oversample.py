@@ -94,7 +94,7 @@ def oversample_cli(
         X = kf.read_layer(lname)  # finite-checked
         y = kf.read_labels("labels")
         C = kf.n_classes or int(y.max()) + 1
-        ids = kf.read("ids").astype(np.int64) if kf.has("ids") else np.arange(len(y), dtype=np.int64)
+        ids = kf.ids()
         classes = kf.classes or [str(i) for i in range(C)]
         fnames = [str(c) for c in (kf.attrs.get("feature_names") or [])] if kf.kind == "features" else []
         parents = [kf.uuid]
@@ -108,7 +108,7 @@ def oversample_cli(
                 if kt.layer_dim(tl) != D:
                     raise InputError(f"{eval_file}: {tl} has {kt.layer_dim(tl)} features but {train} has {D}; expected the same width")
                 Xt = kt.read_layer(tl)
-                yt = kt.read_labels("labels_clean" if kt.has("labels_clean") else "labels")
+                yt = kt.truth_labels()
                 if yt.size and yt.max() >= C:
                     raise InputError(f"{eval_file}: labels reach {yt.max()}; expected labels in [0, {C}) as in {train}")
                 parents.append(kt.uuid)

@@ -217,7 +217,7 @@ def probe_cli(
             q_tr = softmax(tr.read("logits", None if full_tr else r_tr), axis=1)
             n_classes = max(tr.n_classes, q_tr.shape[1])
             if te is not None:
-                y_te_all = te.read_labels("labels_clean") if te.has("labels_clean") else te.read_labels("labels")
+                y_te_all = te.truth_labels()
                 r_te = pb.stratified_subsample(y_te_all, max_test or None, seed)
                 full_te = len(r_te) == te.n_samples
                 y_te = y_te_all[r_te]

@@ -159,7 +159,7 @@ def seq2knn_cli(
                 raise InputError(f"{eval_file}: {tl} has {kt.layer_dim(tl)} features but {train} has {D}; expected the same width")
             if kf.classes and kt.classes and kf.classes != kt.classes:
                 raise InputError(f"{eval_file}: classes {kt.classes} differ from {train}'s {kf.classes}; expected the same classes")
-            y_test = kt.read_labels("labels_clean" if kt.has("labels_clean") else "labels")
+            y_test = kt.truth_labels()
         # scaler (streams the training rows; checks they are finite)
         t0 = time.perf_counter()
         if standardize:
@@ -249,7 +249,7 @@ def seq2knn_cli(
         if predictions is not None and kt is not None:
             from knntools.io.kinds import write_predictions
 
-            ids = kt.read("ids") if kt.has("ids") else np.arange(len(y_test))
+            ids = kt.ids()
             extras = {"step_labels": pr["step_labels"]} if "step_labels" in pr else {}
             write_predictions(predictions, method=f"seq2knn-{name}", predictions=pr["predictions"], scores=pr["scores"], ids=ids, labels=y_test,
                               classes=kt.classes or kf.classes, extras=extras, params=hyper, metrics=summary.get("test", {}).get(name, {}),

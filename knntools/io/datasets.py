@@ -560,7 +560,7 @@ def load_table(path: str | os.PathLike, *, label_column: str | None = None) -> D
             y = kf.read_labels()
             classes = kf.classes
             feature_names = [str(c) for c in (kf.attrs.get("feature_names") or [])]
-            ids = kf.read("ids") if kf.has("ids") else np.arange(len(y))
+            ids = kf.ids()
         return Dataset(p.stem, "train", X, y, classes, ids.astype(np.int64), "tabular", feature_names)
     else:
         raise InputError(f"{p}: unknown table format '{suffix}'; expected .csv, .npz or a knntools features .h5")

@@ -42,6 +42,7 @@ import numpy as np
 
 from knntools import __version__
 from knntools.errors import InputError, SchemaError
+from knntools.layerspec import resolve_layer_spec, split_spec, unknown_layer
 from knntools.utils import utc_now  # noqa: F401  (moved to knntools.utils; re-exported)
 
 FORMAT = "knntools"
@@ -302,6 +303,8 @@ class KFile:
 
     def __init__(self, path: str | os.PathLike, kind: str | Sequence[str] | None = None):
         self.path = Path(path)
+        self._layers: list[str] | None = None
+        self._resolved: dict[tuple, list[str]] = {}
         if not self.path.exists():
             raise InputError(f"{self.path}: no such file")
         if self.path.is_dir():
@@ -477,6 +480,43 @@ class KFile:
             raise SchemaError(f"{self.path}: {name}: labels span [{y.min()}, {y.max()}]; expected integers in [0, {c})")
         return y
 
+    # -- ids and ground truth ---------------------------------------------------------------
+    def ids(self) -> np.ndarray:
+        """Sample ids: the ``ids`` dataset when stored, else ``arange(n_samples)``.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,), int64
+        """
+        if self.has("ids"):
+            return self.read("ids", dtype=np.int64)
+        return np.arange(self.n_samples, dtype=np.int64)
+
+    @property
+    def truth_name(self) -> str:
+        """Dataset holding the ground-truth labels: ``labels_clean`` when stored, else ``labels``."""
+        return "labels_clean" if self.has("labels_clean") else "labels"
+
+    def truth_labels(self, rows: Any = None) -> np.ndarray:
+        """Ground-truth labels (:attr:`truth_name`), validated like :meth:`read_labels`.
+
+        Parameters
+        ----------
+        rows : index array or slice, optional
+            Only these rows (default all).
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (len(rows),), int64
+
+        Raises
+        ------
+        SchemaError
+            Neither ``labels_clean`` nor ``labels`` stored, non-integer dtype or labels out of range.
+        """
+        y = self.read_labels(self.truth_name)
+        return y if rows is None else y[rows]
+
     # -- activations / features layers ----------------------------------------------------
     @property
     def layers(self) -> list[str]:
@@ -485,12 +525,15 @@ class KFile:
         ``activations``: the hidden layers (``layer_order``) then ``"logits"`` if stored;
         ``features``: ``["features"]``.
         """
-        if self.kind == "features":
-            return ["features"]
-        names = [str(n) for n in (self.attrs.get("layer_order") or []) if f"layers/{n}" in self.f]
-        if self.has("logits"):
-            names.append("logits")
-        return names
+        if self._layers is None:
+            if self.kind == "features":
+                self._layers = ["features"]
+            else:
+                names = [str(n) for n in (self.attrs.get("layer_order") or []) if f"layers/{n}" in self.f]
+                if self.has("logits"):
+                    names.append("logits")
+                self._layers = names
+        return list(self._layers)
 
     @property
     def penultimate(self) -> str:
@@ -515,37 +558,27 @@ class KFile:
             return "logits"
         if f"layers/{name}" in self.f:
             return f"layers/{name}"
-        raise InputError(f"{self.path}: layer '{name}' not found (available: {', '.join(self.layers) or 'none'}, penultimate)")
+        raise unknown_layer(str(self.path), name, self.layers)
 
-    def resolve_layers(self, spec: str | Sequence[str]) -> list[str]:
-        """Turn a layer spec into concrete layer names.
+    def resolve_layers(self, spec: str | Sequence[str], *, single: bool = False, extra: Sequence[str] = ()) -> list[str]:
+        """Turn a layer spec into concrete layer names (:func:`knntools.layerspec.resolve_layer_spec`).
 
         ``spec`` is ``"all"`` (every hidden layer then logits), ``"hidden"`` (hidden layers only),
         ``"penultimate"``, or a comma-separated list / sequence of names (``penultimate`` and
-        ``logits`` allowed among them).
+        ``logits`` allowed among them). ``single=True`` requires exactly one layer (``--layer``);
+        ``extra`` names are passed through unchecked. Each spec is resolved once per file.
 
         Raises
         ------
         InputError
-            An unknown layer (the message lists the available ones).
+            An unknown layer (the message names the file and lists the available ones).
         """
-        if isinstance(spec, str):
-            if spec == "all":
-                return list(self.layers)
-            if spec == "hidden":
-                return [n for n in self.layers if n != "logits"]
-            items = [s.strip() for s in spec.split(",") if s.strip()]
-        else:
-            items = list(spec)
-        out: list[str] = []
-        for item in items:
-            name = self.penultimate if item == "penultimate" else item
-            self.layer_path(name)  # validates
-            if name not in out:
-                out.append(name)
-        if not out:
-            raise InputError(f"{self.path}: empty layer list; expected 'all', 'penultimate' or names from: {', '.join(self.layers)}")
-        return out
+        key = (tuple(split_spec(spec)), single, tuple(extra))
+        if key not in self._resolved:
+            stored = [n for n in (self.f["layers"] if isinstance(self.f.get("layers"), h5py.Group) else ()) if n not in self.layers]
+            self._resolved[key] = resolve_layer_spec(spec, self.layers, penultimate=lambda: self.penultimate, logits="logits",
+                                                     source=str(self.path), single=single, extra=[*extra, *stored])
+        return list(self._resolved[key])
 
     def layer(self, name: str) -> h5py.Dataset:
         """Lazy dataset of layer ``name`` (shape [n_samples, n_features])."""

@@ -458,6 +458,7 @@ class DkNN:
             training set, a reused index of the wrong metric / size, bad labels.
         """
         from knntools.search import make_index
+        from knntools.search.base import check_k
 
         if not layers:
             raise InputError("DkNN.fit: no layers given; expected at least one layer of training activations")
@@ -469,8 +470,7 @@ class DkNN:
         if y.size and (y.min() < 0 or y.max() >= c):
             raise InputError(f"DkNN.fit: labels span [{y.min()}, {y.max()}]; expected integers in [0, {c})")
         n = len(y)
-        if self.k > n:
-            raise InputError(f"k={self.k} is larger than the training set ({n} samples); expected k <= {n}")
+        check_k(self.k, n, source="training set")
         plan = self.plan()
         indexes = dict(indexes or {})
         self.layers_ = list(layers)

@@ -358,43 +358,30 @@ def _load_torchvision_named(arch: str, name: str, input_shape: Sequence[int] | N
 
 
 def resolve_layers(net: Network, spec: str | Sequence[str]) -> list[str]:
-    """Turn ``all`` | ``penultimate`` | ``none`` | ``NAME,…`` into hidden-layer names.
+    """Turn ``all`` | ``hidden`` | ``penultimate`` | ``none`` | ``NAME,…`` into hidden-layer names.
 
-    ``logits`` may appear in a list and is ignored (logits are always stored). Names must be
-    default layers or (for ``nn.Module`` networks) any module path of ``named_modules()``.
+    Parsed by :func:`knntools.layerspec.resolve_layer_spec`. ``logits`` may appear in a list and is
+    dropped (logits are always stored); ``all`` and ``hidden`` are the default hidden layers;
+    ``none`` (or ``logits`` alone) gives ``[]``. Names must be default layers or (for
+    ``nn.Module`` networks) any module path of ``named_modules()``.
 
     Raises
     ------
     InputError
-        Unknown layer name (the message lists the valid ones), or ``penultimate`` on a network
-        without a known penultimate layer.
+        Unknown layer name (the message names the network and lists the valid ones), or
+        ``penultimate`` on a network without a known penultimate layer.
     """
-    if isinstance(spec, str):
-        if spec == "all":
-            return list(net.layers)
-        if spec in ("none", "logits"):
-            return []
-        items = [s.strip() for s in spec.split(",") if s.strip()]
-    else:
-        items = list(spec)
-    modules = set()
+    from knntools.layerspec import resolve_layer_spec, split_spec
+
+    if split_spec(spec) in (["none"], ["logits"]):
+        return []
+    modules: list[str] = []
     if net.kind != "torchscript":
-        modules = {n for n, _ in net.module.named_modules() if n}
-    out: list[str] = []
-    for item in items:
-        if item == "logits":
-            continue
-        name = item
-        if item == "penultimate":
-            if not net.penultimate:
-                raise InputError(f"--layers penultimate: {net.path or net.arch} has no known penultimate layer; expected one of: {', '.join(net.layers) or 'logits'}")
-            name = net.penultimate
-        if name not in net.layers and name not in modules:
-            hint = " (any module path of the network also works; see --list-layers)" if modules else ""
-            raise InputError(f"--layers: layer '{item}' not found in {net.arch}; expected all, penultimate or names from: {', '.join(net.layers + ['logits'])}{hint}")
-        if name not in out:
-            out.append(name)
-    return out
+        modules = [n for n, _ in net.module.named_modules() if n]
+    hint = " (any module path of the network also works; `knntools embed MODEL --list-layers` lists them)" if modules else ""
+    names = resolve_layer_spec(spec, [*net.layers, "logits"], penultimate=net.penultimate or None, logits="logits",
+                               source=str(net.path or net.arch), extra=modules, hint=hint)
+    return [n for n in names if n != "logits"]
 
 
 def _pool(t: Any, pool: str) -> Any:

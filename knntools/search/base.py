@@ -73,34 +73,44 @@ def check_metric(metric: str, supported: tuple[str, ...] = METRICS) -> str:
     return metric
 
 
-def check_k(k: Any, n_samples: int, *, exclude_self: bool = False) -> int:
-    """Validate the number of neighbours against the number of indexed rows.
+def check_k(k: Any, n_candidates: int, *, exclude_self: bool = False, source: str | None = None) -> int:
+    """THE bound rule for a number of neighbours k, used by every method and command (issue 18).
+
+    Rule: ``1 <= k <= m`` where ``m`` is the number of candidate rows: ``n_candidates``, or
+    ``n_candidates - 1`` when each query is a row of the base and its own row is excluded
+    (``exclude_self``). Every bound failure gives the same one-line message::
+
+        [SOURCE: ]k=K exceeds the M candidate rows (N rows[, each row's own row excluded]); expected 1 <= k <= M
 
     Parameters
     ----------
     k : int
         Requested neighbours, ``>= 1``.
-    n_samples : int
-        Rows in the index.
+    n_candidates : int
+        Rows that can be neighbours (the indexed / training rows).
     exclude_self : bool, default False
-        The base is queried against itself, so only ``n_samples - 1`` rows are candidates.
+        The base is queried against itself, so only ``n_candidates - 1`` rows are candidates.
+    source : str, optional
+        What the rows are (e.g. the training file), put in front of the message.
 
     Returns
     -------
     int
+        ``k`` as a Python int.
 
     Raises
     ------
     InputError
         ``k`` not a positive integer, or more neighbours than candidate rows.
     """
+    prefix = f"{source}: " if source else ""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InputError(f"k must be a positive integer (got {k!r})")
-    k = int(k)
-    if exclude_self and k > n_samples - 1:
-        raise InputError(f"k={k} exceeds the {n_samples - 1} other rows of the {n_samples} indexed (each row's own row is excluded); expected k <= {n_samples - 1}")
-    if k > n_samples:
-        raise InputError(f"k={k} exceeds the {n_samples} indexed rows; expected k <= {n_samples}")
+        raise InputError(f"{prefix}k must be a positive integer (got {k!r})")
+    k, n = int(k), int(n_candidates)
+    m = n - 1 if exclude_self else n
+    if k > m:
+        why = ", each row's own row excluded" if exclude_self else ""
+        raise InputError(f"{prefix}k={k} exceeds the {max(m, 0)} candidate rows ({n} rows{why}); expected 1 <= k <= {max(m, 0)}")
     return k
 
 

@@ -90,7 +90,7 @@ def test_hnsw_index_file_byte_identical_with_one_thread(inputs, tmp_path: Path) 
     payloads, headers = [], []
     for i in (1, 2):
         out = tmp_path / f"i{i}.hnsw"
-        r = run_inprocess(["index", str(inputs["tr.h5"]), "--layer", "penultimate", "--num-threads", "1", "--seed", "7", "-o", str(out), "-q"], tmp_path)
+        r = run_inprocess(["index", str(inputs["tr.h5"]), "--layers", "penultimate", "--num-threads", "1", "--seed", "7", "-o", str(out), "-q"], tmp_path)
         assert r.code == 0, r.stderr
         payloads.append(out.read_bytes())
         headers.append(json.loads(Path(str(out) + ".json").read_text()))
