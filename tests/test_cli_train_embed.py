@@ -35,7 +35,7 @@ def test_train_outputs_checkpoint_metrics_and_json(digits_model):
     path, summary = digits_model
     assert summary["test_acc"] > 0.85 and summary["epochs"] == 4 and len(summary["history"]) == 4
     ck = torch.load(path, weights_only=True)
-    assert ck["format"] == "knntools-model" and ck["arch"] == "mlp" and ck["arch_kwargs"] == {"hidden": 64}
+    assert (ck["format"], ck["kind"]) == ("knntools-checkpoint", "model") and ck["arch"] == "mlp" and ck["arch_kwargs"] == {"hidden": 64}
     assert ck["input_shape"] == [1, 8, 8] and len(ck["classes"]) == 10
     assert ck["provenance"]["model_uuid"] == summary["model_uuid"] and ck["provenance"]["dataset"] == "digits"
     assert "train_labels" not in ck  # clean labels

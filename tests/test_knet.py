@@ -179,8 +179,14 @@ def test_checkpoint_roundtrip_weights_only():
     assert meta["k_range"] == [1, 101] and meta["n"] == 5 and meta["k_encoding"] == kn.K_ENCODING
     x = np.random.default_rng(0).normal(size=(4, 12)).astype(np.float32)
     np.testing.assert_array_equal(kn.predict_proba(model, x, 5), kn.predict_proba(m2, x, 5))
-    with pytest.raises(InputError, match="not a kNet checkpoint"):
+    assert (obj["format"], obj["kind"]) == ("knntools-checkpoint", "knet")
+    with pytest.raises(InputError, match="not a knntools checkpoint .*expected a kNet checkpoint"):
         kn.from_checkpoint({"state_dict": {}})
+    with pytest.raises(InputError, match="kind: a model checkpoint"):
+        kn.from_checkpoint(dict(obj, kind="model"))
+    legacy = dict(obj, format="knntools-knet", format_version=1)  # written by earlier releases
+    del legacy["kind"]
+    assert kn.from_checkpoint(legacy)[1]["k_range"] == [1, 101]
     bad = dict(obj, config=dict(obj["config"], d=13))
     with pytest.raises(InputError, match="does not fit"):
         kn.from_checkpoint(bad)

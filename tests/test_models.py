@@ -10,7 +10,8 @@ torch = pytest.importorskip("torch")
 from knntools.errors import InputError, SchemaError  # noqa: E402
 from knntools.models import registry  # noqa: E402
 from knntools.models.attacks import fgsm, perturb, pgd  # noqa: E402
-from knntools.models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: E402
+from knntools.models import checkpoint as ckmod  # noqa: E402
+from knntools.models.checkpoint import load_checkpoint, model_from_checkpoint, read_checkpoint, save_checkpoint, write_checkpoint  # noqa: E402
 from knntools.models.features import Network, describe_layers, iter_activations, load_network, resolve_layers  # noqa: E402
 from knntools.models.training import Normalizer, TrainConfig, augment_batch, evaluate, normalization_stats, train_model  # noqa: E402
 
@@ -175,6 +176,9 @@ def test_checkpoint_round_trip_weights_only(tmp_path):
     p = save_checkpoint(ck, tmp_path / "m.pt")
     raw = torch.load(p, weights_only=True)  # plain types only
     assert raw["arch"] == "lenet" and raw["provenance"]["model_uuid"] == "m-1"
+    # the current header replaces the (earlier) one in the dict given
+    assert (raw["format"], raw["format_version"], raw["kind"]) == ("knntools-checkpoint", 2, "model")
+    assert list(raw)[:3] == ["format", "format_version", "kind"]
     m2 = model_from_checkpoint(load_checkpoint(p))
     x = torch.rand(4, 1, 8, 8)
     assert torch.equal(m(x), m2(x))
@@ -195,6 +199,41 @@ def test_load_checkpoint_refuses_other_files(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
     with pytest.raises(InputError, match="no such file"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_read_checkpoint_kinds_versions_and_earlier_formats(tmp_path):
+    m = registry.build_model("mlp", (4,), 2, hidden=3).eval()
+    body = {k: v for k, v in _ckpt(m, "mlp", (4,), ["a", "b"]).items() if k not in ("format", "format_version")}
+    p = write_checkpoint(body, tmp_path / "m.pt", kind="model")
+    assert read_checkpoint(p)["kind"] == "model" and read_checkpoint(p, kind="model")["arch"] == "mlp"
+    with pytest.raises(SchemaError, match=r"m\.pt: kind: a model checkpoint \(written by `knntools train`\); expected a knet checkpoint"):
+        read_checkpoint(p, kind="knet")
+    # files of earlier releases: one format per kind, version 1, no 'kind' field
+    for fmt, kind in (("knntools-model", "model"), ("knntools-knet", "knet"), ("knntools-seq2knn", "seq2knn")):
+        old = {"format": fmt, "format_version": 1, **{k: {} for k in ckmod.REQUIRED_KEYS[kind]}}
+        torch.save(old, tmp_path / f"{kind}.pt")
+        got = read_checkpoint(tmp_path / f"{kind}.pt", kind=kind)
+        assert got["kind"] == kind and got["format"] == fmt and got["format_version"] == 1
+        torch.save(dict(old, format_version=2), tmp_path / "v2.pt")
+        with pytest.raises(SchemaError, match=f"v2.pt: format_version: 2 for format '{fmt}'; this knntools reads versions 1 to 1"):
+            read_checkpoint(tmp_path / "v2.pt")
+    torch.save(dict(torch.load(p, weights_only=True), format_version=3), tmp_path / "v3.pt")
+    with pytest.raises(SchemaError, match="format_version: 3 .* reads versions 1 to 2"):
+        read_checkpoint(tmp_path / "v3.pt")
+    torch.save(dict(torch.load(p, weights_only=True), kind="resnet"), tmp_path / "k.pt")
+    with pytest.raises(SchemaError, match=r"k\.pt: kind: 'resnet'; expected one of model, knet, seq2knn"):
+        read_checkpoint(tmp_path / "k.pt")
+    torch.save({k: v for k, v in torch.load(p, weights_only=True).items() if k != "classes"}, tmp_path / "c.pt")
+    with pytest.raises(SchemaError, match=r"c\.pt: classes: missing from this model checkpoint"):
+        read_checkpoint(tmp_path / "c.pt")
+    torch.save([1, 2], tmp_path / "l.pt")
+    with pytest.raises(SchemaError, match="holds a list"):
+        read_checkpoint(tmp_path / "l.pt", kind="seq2knn")
+    with pytest.raises(ValueError, match="needs classes"):
+        write_checkpoint({k: v for k, v in body.items() if k != "classes"}, tmp_path / "x.pt", kind="model")
+    with pytest.raises(ValueError, match="unknown checkpoint kind"):
+        write_checkpoint(body, tmp_path / "x.pt", kind="resnet")
+    assert not (tmp_path / "x.pt").exists()
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")

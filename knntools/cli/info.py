@@ -48,32 +48,24 @@ def _summarise(obj: Any, depth: int = 0) -> Any:
 
 
 def describe_checkpoint(path: Path) -> dict[str, Any]:
-    """Describe a knntools ``.pt`` checkpoint loaded with ``torch.load(weights_only=True)``.
+    """Describe a knntools ``.pt`` checkpoint of any kind (model, knet, seq2knn; current or earlier format).
+
+    Read with :func:`knntools.models.checkpoint.read_checkpoint` (``torch.load(weights_only=True)``).
 
     Raises
     ------
     InputError
-        Not loadable safely, or not a knntools checkpoint.
+        Missing file; SchemaError: not loadable safely, or not a knntools checkpoint.
     """
-    import torch
+    from knntools.models.checkpoint import read_checkpoint
 
-    from knntools.errors import InputError
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        from knntools.models.checkpoint import load_error_reason
-
-        raise InputError(f"{path}: not a knntools checkpoint ({load_error_reason(exc)}; refused by torch.load(weights_only=True)); expected a .pt written by knntools (train, seq2knn, distill-knet)") from None
-    if not isinstance(obj, dict) or not str(obj.get("format", "")).startswith("knntools"):
-        raise InputError(f"{path}: not a knntools checkpoint (no 'format' key starting with 'knntools')")
+    obj = read_checkpoint(path)
     prov = obj.get("provenance") if isinstance(obj.get("provenance"), dict) else {}
-    if not prov and isinstance(obj.get("meta"), dict):  # kNet / seq2knn keep theirs under "meta"
+    if not prov and isinstance(obj.get("meta"), dict):  # kNet checkpoints keep theirs under "meta"
         prov = obj["meta"]
     # a model checkpoint's identity is its model_uuid; kNet/seq2knn checkpoints record the model_uuid
     # of the network they were distilled from, which is not their own identity
-    own_model = obj.get("format") == "knntools-model"
-    uuid = (prov.get("model_uuid") if own_model else None) or obj.get("uuid") or prov.get("uuid")
+    uuid = (prov.get("model_uuid") if obj["kind"] == "model" else None) or obj.get("uuid") or prov.get("uuid")
     parents = prov.get("parents") or obj.get("parents") or [u for u in (prov.get("labels_uuid"), prov.get("source_uuid"), obj.get("source_uuid")) if u]
     header = {k: _summarise(v) for k, v in obj.items() if k not in ("state_dict", "training_state")}
     n_params = sum(int(t.numel()) for t in (obj.get("state_dict") or {}).values() if hasattr(t, "numel"))
@@ -81,6 +73,7 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
         "path": str(path),
         "kind": "checkpoint",
         "format": obj.get("format"),
+        "checkpoint_kind": obj["kind"],
         "n_parameters": n_params,
         "provenance": {"uuid": uuid, "parents": parents, "command": prov.get("command") or obj.get("command"),
                        "created": prov.get("created") or obj.get("created"), "knntools_version": prov.get("knntools_version") or obj.get("knntools_version")},
@@ -161,7 +154,7 @@ def info_cli(
         if d["kind"] == "index":
             console.print(escape(f"{d['path']}: knntools search index ({d['attrs'].get('backend')}, {d['attrs'].get('metric')}), {d['n_samples']} vectors"))
         elif d["kind"] == "checkpoint":
-            console.print(escape(f"{d['path']}: knntools checkpoint ({d['format']}), {d['n_parameters']:,} parameters"))
+            console.print(escape(f"{d['path']}: knntools {d['checkpoint_kind']} checkpoint ({d['format']}), {d['n_parameters']:,} parameters"))
         else:
             console.print(escape(f"{d['path']}: knntools {d['kind']} file, {d['n_samples']} samples"))
         for k, v in d["provenance"].items():

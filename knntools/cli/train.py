@@ -159,14 +159,35 @@ def train_cli(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    from knntools.distributed import env_info
-    from knntools.errors import InputError
-    from knntools.io.h5 import check_output_path
-    from knntools.utils import parse_int_list
+    from knntools.distributed import env_info, process_group
 
     dinfo = env_info()  # torchrun's RANK/WORLD_SIZE (rank 0 of 1 without torchrun)
     out = Output("train", json_mode=json_ and dinfo.is_main, quiet=quiet or not dinfo.is_main, verbose=verbose)
-    # ---- cheap validation first -----------------------------------------------------------
+    cfg = _train_config(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                        lr_schedule=lr_schedule, lr_milestones=lr_milestones, lr_gamma=lr_gamma, augment=augment, amp=amp, seed=seed,
+                        checkpoint_every=checkpoint_every)
+    kwargs = parse_arch_kwargs(arch_kwargs)
+    mpath = _check_outputs(output, force, checkpoint_every, checkpoint_dir)
+    dev = _train_device(device, dinfo, num_threads)
+    from knntools.models.training import fit_classifier
+
+    with process_group(dev):
+        with _Report(out, dinfo, checkpoint_dir, labels) as report:
+            res = fit_classifier(dataset, arch=arch, arch_kwargs=kwargs, config=cfg, data_dir=data_dir, download=download, label_column=label_column,
+                                 test_dataset=test_dataset, image_size=image_size, labels=labels, subset=subset, normalize=normalize, resume=resume,
+                                 device=dev, workers=workers, on_start=report.start, on_batch=report.batch, on_epoch=report.epoch,
+                                 on_checkpoint=report.checkpoint)
+        if dinfo.is_main:  # rank 0 alone writes files and reports
+            _write_and_report(out, res, output, mpath, force, report.paths)
+
+
+def _train_config(*, epochs: int, batch_size: int, optimizer: str, lr: Optional[float], momentum: float, weight_decay: float, lr_schedule: str,
+                  lr_milestones: Optional[str], lr_gamma: float, augment: bool, amp: bool, seed: int, checkpoint_every: int) -> Any:
+    """The options as a :class:`~knntools.models.training.TrainConfig` (lr default: 1e-3 for adam, 0.1 for sgd)."""
+    from knntools.errors import InputError
+    from knntools.models.training import TrainConfig
+    from knntools.utils import parse_int_list
+
     if optimizer not in ("adam", "sgd"):
         raise InputError(f"--optimizer {optimizer!r}: expected adam or sgd")
     if lr_schedule not in ("none", "cosine", "step"):
@@ -174,7 +195,16 @@ def train_cli(
     milestones = parse_int_list(lr_milestones, "--lr-milestones") if lr_milestones else []
     if lr_schedule == "step" and not milestones:
         raise InputError("--lr-schedule step: expected --lr-milestones EPOCHS, e.g. 40,60")
-    kwargs = parse_arch_kwargs(arch_kwargs)
+    return TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=float(lr if lr is not None else (1e-3 if optimizer == "adam" else 0.1)),
+                       momentum=momentum, weight_decay=weight_decay, lr_schedule=lr_schedule, milestones=milestones, gamma=lr_gamma,
+                       augment=augment, amp=amp, seed=seed, checkpoint_every=checkpoint_every)
+
+
+def _check_outputs(output: Path, force: bool, checkpoint_every: int, checkpoint_dir: Optional[Path]) -> Path:
+    """Refuse existing outputs (without --force) and inconsistent step-checkpoint options; returns the metrics CSV path."""
+    from knntools.errors import InputError
+    from knntools.io.h5 import check_output_path
+
     check_output_path(output, force)
     mpath = metrics_path(output)
     check_output_path(mpath, force)
@@ -184,10 +214,14 @@ def train_cli(
         raise InputError("--checkpoint-dir: expected --checkpoint-every N (steps between checkpoints)")
     if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
         raise InputError(f"--checkpoint-dir {checkpoint_dir}: exists and is not a folder")
+    return mpath
 
+
+def _train_device(device: str, dinfo: Any, num_threads: int) -> Any:
+    """``--device`` resolved (under torchrun every rank on cuda:LOCAL_RANK); sets torch's CPU threads."""
     import torch
 
-    from knntools.distributed import process_group
+    from knntools.errors import InputError
     from knntools.utils import resolve_device
 
     dev = resolve_device(device)
@@ -197,220 +231,76 @@ def train_cli(
         dev = torch.device("cuda", dinfo.local_rank)
     if num_threads:
         torch.set_num_threads(num_threads)
-    with process_group(dev):
-        _train(**{k: v for k, v in locals().items() if k in _TRAIN_ARGS})
+    return dev
 
 
-_TRAIN_ARGS = ("output", "dataset", "data_dir", "download", "label_column", "workers", "image_size", "test_dataset", "arch", "epochs",
-               "batch_size", "optimizer", "lr", "momentum", "weight_decay", "lr_schedule", "lr_gamma", "augment", "normalize", "labels",
-               "subset", "checkpoint_every", "checkpoint_dir", "resume", "amp", "num_threads", "seed", "force", "out", "dinfo", "dev",
-               "milestones", "kwargs", "mpath")
+class _Report:
+    """Messages, the progress bar and the step checkpoints of a training run (rank 0 writes)."""
 
+    def __init__(self, out: Output, dinfo: Any, checkpoint_dir: Optional[Path], labels: Optional[Path]) -> None:
+        import contextlib
 
-def _train(*, output, dataset, data_dir, download, label_column, workers, image_size, test_dataset, arch, epochs, batch_size, optimizer,
-           lr, momentum, weight_decay, lr_schedule, lr_gamma, augment, normalize, labels, subset, checkpoint_every, checkpoint_dir,
-           resume, amp, num_threads, seed, force, out, dinfo, dev, milestones, kwargs, mpath) -> None:
-    """The body of ``train`` inside torchrun's process group (a plain call for one process)."""
-    import sys
+        self.out, self.dinfo, self.checkpoint_dir, self.labels = out, dinfo, checkpoint_dir, labels
+        self.stack = contextlib.ExitStack()
+        self.advance: Any = lambda n=1, **kw: None
+        self.paths: list[str] = []
+        self.epochs = 0
 
-    import numpy as np
-    import torch
+    def __enter__(self) -> "_Report":
+        return self
 
-    from knntools import __version__
-    from knntools.distributed import backend_for
-    from knntools.errors import InputError
-    from knntools.io import datasets as dsets
-    from knntools.io import h5 as h5mod
-    from knntools.io.h5 import KFile, new_uuid, utc_now
-    from knntools.models import registry
-    from knntools.models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-    from knntools.models.training import NO_FLIP_DATASETS, TrainConfig, normalization_stats, normalization_stats_stream, train_model
-    from knntools.utils import seed_everything
+    def __exit__(self, *exc: Any) -> None:
+        self.stack.close()
 
-    resumed = load_checkpoint(resume) if resume is not None else None
-    if resumed is not None:
-        if "training_state" not in resumed:
-            raise InputError(f"{resume}: checkpoint has no training_state; expected a checkpoint written by `knntools train` (step or final)")
-        arch = resumed["arch"]
-        kwargs = dict(resumed["arch_kwargs"])
-        prov = resumed["provenance"]
-        if dataset != prov.get("dataset") and Path(dataset).stem != prov.get("dataset"):
-            raise InputError(f"{resume}: trained on dataset '{prov.get('dataset')}' but --dataset is '{dataset}'; expected the same dataset")
-    else:
-        registry.check_arch(arch)
+    def start(self, info: dict[str, Any]) -> None:
+        from knntools.distributed import backend_for
 
-    # ---- data ---------------------------------------------------------------------------------
-    is_table = Path(dataset).suffix.lower() in (".csv", ".npz", ".h5", ".hdf5")
-    if is_table:
-        train_ds = dsets.load_table(dataset, label_column=label_column)
-        test_ds = dsets.load_table(test_dataset, label_column=label_column) if test_dataset else None
-        if test_ds is not None and test_ds.X.shape[1:] != train_ds.X.shape[1:]:
-            raise InputError(f"--test-dataset {test_dataset}: {test_ds.X.shape[1]} features but {dataset} has {train_ds.X.shape[1]}; expected the same columns")
-    else:
-        if test_dataset:
-            raise InputError("--test-dataset: only for tabular --dataset files; image sets are evaluated on their test split")
-        if resumed is not None and dataset in dsets.FOLDER_SETS:
-            image_size = int(resumed["input_shape"][-1])
-        train_ds = dsets.load_dataset(dataset, split="train", data_dir=data_dir, download=download, image_size=image_size)
-        test_ds = dsets.load_dataset(dataset, split="test", data_dir=data_dir, download=download, image_size=image_size)
-    y_train = train_ds.y
-    labels_uuid, labels_file = None, None
-    if labels is not None:
-        with KFile(labels, "labels") as lf:
-            if lf.n_samples != train_ds.n_samples:
-                raise InputError(f"{labels}: labels: {lf.n_samples} rows but {train_ds.name}/train has {train_ds.n_samples}; expected a labels file made for this training split")
-            if lf.n_classes and lf.n_classes != train_ds.n_classes:
-                raise InputError(f"{labels}: classes: {lf.n_classes} classes but {train_ds.name} has {train_ds.n_classes}; expected the same classes")
-            if lf.attrs.get("split") not in (None, "train") and not is_table:
-                raise InputError(f"{labels}: split is '{lf.attrs.get('split')}'; expected labels for the train split")
-            if lf.attrs.get("dataset") not in (None, train_ds.name):
-                raise InputError(f"{labels}: made for dataset '{lf.attrs.get('dataset')}'; expected '{train_ds.name}'")
-            y_noisy = lf.read_labels("labels")
-            if lf.has("ids"):
-                ids = lf.read("ids").astype(np.int64)
-                if not np.array_equal(ids, train_ds.ids):
-                    raise InputError(f"{labels}: ids differ from the rows of {train_ds.name}/train; expected a labels file made for this split")
-            labels_uuid, labels_file = lf.uuid, str(Path(labels).resolve())
-        y_train = y_noisy
-    if resumed is not None and "train_labels" in resumed and labels is None:
-        y_train = resumed["train_labels"].numpy().astype(np.int64)
-        labels_uuid, labels_file = resumed["provenance"].get("labels_uuid"), resumed["provenance"].get("labels_file")
-        if len(y_train) != train_ds.n_samples:
-            raise InputError(f"{resume}: train_labels has {len(y_train)} rows but {train_ds.name}/train has {train_ds.n_samples}")
-    if subset is not None and subset > train_ds.n_samples:
-        raise InputError(f"--subset {subset}: the training split has only {train_ds.n_samples} rows")
+        d = self.dinfo
+        self.epochs = info["epochs"]
+        self.out.info(f"[bold]train[/bold] {info['arch']} ({info['n_parameters']:,} parameters) on {info['dataset']}/train: {info['n_train']} rows"
+                      f"{' (noisy labels from ' + str(self.labels) + ')' if self.labels else ''}, {info['epochs']} epochs, {info['optimizer']} lr={info['lr']:g}, "
+                      f"batch {info['batch_size']}, device {info['device']}"
+                      + (f", {d.world_size} processes ({backend_for(info['device'])})" if d.distributed else ""))
+        self.advance = self.stack.enter_context(self.out.progress("training", total=info["bar_total"]))
 
-    seed_everything(seed)
-    rows = np.arange(train_ds.n_samples)
-    if resumed is not None and "subset_ids" in resumed:
-        rows = resumed["subset_ids"].numpy().astype(np.int64)
-    elif subset is not None:
-        rows = np.sort(np.random.default_rng(seed).choice(train_ds.n_samples, size=subset, replace=False))
-    streaming = train_ds.streaming
-    if streaming:  # folder sets: a view of the torch Dataset, images decoded by the DataLoader
-        X_fit = train_ds.X if len(rows) == train_ds.n_samples else torch.utils.data.Subset(train_ds.X, rows.tolist())
-        y_fit = y_train[rows]
-    else:
-        X_fit, y_fit = train_ds.X[rows], y_train[rows]
-    if resumed is not None:
-        normalization = dict(resumed["normalization"])
-    elif not normalize:
-        normalization = {"mean": [], "std": []}
-    elif streaming:
-        normalization = normalization_stats_stream(train_ds.X, rows, seed=seed, workers=workers)
-    else:
-        normalization = normalization_stats(X_fit)
+    def batch(self, k: int, **kw: Any) -> None:
+        self.advance(k * self.dinfo.world_size if self.dinfo.distributed else k, **kw)  # rank 0 sees 1/W of the rows
 
-    # ---- model --------------------------------------------------------------------------------
-    torch.manual_seed(seed)
-    if resumed is not None:
-        model = model_from_checkpoint(resumed)
-    else:
-        model = registry.build_model(arch, train_ds.input_shape, train_ds.n_classes, **kwargs)
-        try:
-            with torch.no_grad():
-                model.eval()
-                model(torch.zeros((2, *train_ds.input_shape)))
-        except RuntimeError as exc:
-            raise InputError(f"--arch {arch}: cannot run on {train_ds.name}'s input shape {train_ds.input_shape} ({str(exc).splitlines()[0][:140]})") from None
-    n_params = int(sum(p.numel() for p in model.parameters()))
-    cfg = TrainConfig(
-        epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-        lr=float(lr if lr is not None else (1e-3 if optimizer == "adam" else 0.1)), momentum=momentum,
-        weight_decay=weight_decay, lr_schedule=lr_schedule, milestones=milestones, gamma=lr_gamma,
-        augment=augment, flip=train_ds.name not in NO_FLIP_DATASETS, amp=amp, seed=seed, checkpoint_every=checkpoint_every,
-    )
-    if resumed is not None:
-        done = int(resumed["training_state"]["epoch"])
-        if done >= epochs and int(resumed["training_state"].get("epoch_step", 0)) == 0:
-            raise InputError(f"--resume {resume}: already trained {done} epochs; expected --epochs > {done}")
-    model_uuid = new_uuid()
-    provenance = {
-        "model_uuid": model_uuid, "created": utc_now(), "knntools_version": __version__,
-        "command": list(h5mod._COMMAND_OVERRIDE or ["python", *sys.argv]), "dataset": train_ds.name,
-        "data_dir": str(Path(data_dir).resolve()) if data_dir else None, "dataset_path": str(Path(dataset).resolve()) if is_table else None,
-        "split": "train", "n_train": int(len(rows)), "labels_file": labels_file, "labels_uuid": labels_uuid,
-        "subset": int(subset) if subset is not None else (int(len(rows)) if resumed is not None and "subset_ids" in resumed else None),
-        "seed": int(seed), "hyperparameters": cfg.as_dict(), "device": str(dev), "n_parameters": n_params,
-        # a seed reproduces a network only with the same torch build and CPU thread count:
-        # the thread count changes the order of floating-point sums in convolutions
-        "torch_version": str(torch.__version__), "num_threads": int(torch.get_num_threads()),
-        "resumed_from": str(resume) if resume is not None else None,
-        "resumed_model_uuid": resumed["provenance"].get("model_uuid") if resumed is not None else None,
-        # data-parallel runs (torchrun): number of processes and their torch.distributed backend
-        "world_size": int(dinfo.world_size), "backend": backend_for(dev) if dinfo.distributed else None,
-    }
-
-    def make_ckpt(training_state: dict[str, Any] | None, history: list[dict[str, Any]]) -> dict[str, Any]:
-        ckpt: dict[str, Any] = {
-            "format": "knntools-model", "format_version": 1, "arch": arch, "arch_kwargs": kwargs,
-            "input_shape": list(train_ds.input_shape), "classes": list(train_ds.classes),
-            "normalization": {"mean": list(normalization["mean"]), "std": list(normalization["std"])},
-            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "provenance": dict(provenance), "history": list(history),
-        }
-        if labels_file is not None or not np.array_equal(y_train, train_ds.y):
-            ckpt["train_labels"] = torch.as_tensor(np.asarray(y_train, dtype=np.int64))
-        if len(rows) != train_ds.n_samples:
-            ckpt["subset_ids"] = torch.as_tensor(rows.astype(np.int64))
-        if training_state is not None:
-            ckpt["training_state"] = training_state
-        return ckpt
-
-    ck_paths: list[str] = []
-
-    def on_checkpoint(state: dict[str, Any]) -> None:
-        if not dinfo.is_main:  # every rank reaches a checkpoint (its RNG is gathered); rank 0 writes
-            return
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        p = checkpoint_dir / f"step-{state['step']:07d}.pt"
-        ck = make_ckpt(state, state["history"])
-        ck["provenance"]["step"], ck["provenance"]["epoch_float"] = state["step"], state["epoch"] + state["epoch_step"] / max(1, -(-len(rows) // batch_size))
-        save_checkpoint(ck, p, force=True)
-        ck_paths.append(str(p))
-
-    out.info(f"[bold]train[/bold] {arch} ({n_params:,} parameters) on {train_ds.name}/train: {len(rows)} rows"
-             f"{' (noisy labels from ' + str(labels) + ')' if labels else ''}, {cfg.epochs} epochs, {optimizer} lr={cfg.lr:g}, "
-             f"batch {batch_size}, device {dev}"
-             + (f", {dinfo.world_size} processes ({backend_for(dev)})" if dinfo.distributed else ""))
-
-    steps_per_epoch = -(-len(rows) // batch_size)
-    start_epoch = int(resumed["training_state"]["epoch"]) if resumed is not None else 0
-    bar_total = (epochs - start_epoch) * len(rows)
-
-    def on_epoch(rec: dict[str, Any]) -> None:
+    def epoch(self, rec: dict[str, Any]) -> None:
         test = f", test loss {rec['test_loss']:.4f} acc {rec['test_acc']:.4f}" if rec["test_acc"] is not None else ""
-        out.info(f"epoch {rec['epoch']}/{epochs}: train loss {rec['train_loss']:.4f} acc {rec['train_acc']:.4f}{test} ({rec['time_s']:.1f} s)")
+        self.out.info(f"epoch {rec['epoch']}/{self.epochs}: train loss {rec['train_loss']:.4f} acc {rec['train_acc']:.4f}{test} ({rec['time_s']:.1f} s)")
 
-    with out.progress("training", total=bar_total) as advance:
-        history, final_state = train_model(
-            model, X_fit, y_fit, cfg, normalization=normalization,
-            X_test=None if test_ds is None else test_ds.X, y_test=None if test_ds is None else test_ds.y,
-            device=dev, state=resumed["training_state"] if resumed is not None else None,
-            on_batch=advance if not dinfo.distributed else (lambda k, **kw: advance(k * dinfo.world_size, **kw)),  # rank 0 sees 1/W of the rows
-            on_epoch=on_epoch, on_checkpoint=on_checkpoint if checkpoint_every else None, workers=workers,
-        )
-    if not dinfo.is_main:  # rank 0 alone writes files and reports
-        return
-    ckpt = make_ckpt(final_state, history)
-    last = history[-1] if history else {}
-    ckpt["metrics"] = {k: last.get(k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
+    def checkpoint(self, ckpt: dict[str, Any]) -> None:
+        from knntools.models.checkpoint import write_checkpoint
+
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        p = self.checkpoint_dir / f"step-{ckpt['provenance']['step']:07d}.pt"
+        write_checkpoint(ckpt, p, kind="model", force=True)
+        self.paths.append(str(p))
+
+
+def _write_and_report(out: Output, res: Any, output: Path, mpath: Path, force: bool, ck_paths: list[str]) -> None:
+    """Write the checkpoint and its metrics CSV (both or neither) and print the summary."""
+    from knntools.io.h5 import atomic_path
+    from knntools.models.checkpoint import write_checkpoint
+
     # the checkpoint goes to its temporary file first; the metrics CSV is written and renamed, then
     # the checkpoint is renamed: an interrupted run leaves neither (docs/reliability.md)
-    from knntools.io.h5 import atomic_path
-
     with atomic_path(output, force=force) as tmp_ckpt:
-        torch.save(ckpt, tmp_ckpt)
-        write_metrics_csv(mpath, history, force=force)
-    total_time = float(sum(r.get("time_s", 0.0) for r in history[start_epoch:]))
-    train_time = float(sum(r.get("train_time_s", 0.0) for r in history[start_epoch:]))
+        write_checkpoint(res.checkpoint, tmp_ckpt, kind="model", force=True)
+        write_metrics_csv(mpath, res.history, force=force)
+    info, history = res.info, res.history
+    start, epochs, n = info["start_epoch"], info["epochs"], info["n_train"]
+    last = history[-1] if history else {}
+    total_time = float(sum(r.get("time_s", 0.0) for r in history[start:]))
+    train_time = float(sum(r.get("train_time_s", 0.0) for r in history[start:]))
     out.result({
-        "command": "train", "output": str(output), "metrics_file": str(mpath), "model_uuid": model_uuid, "arch": arch,
-        "arch_kwargs": kwargs, "dataset": train_ds.name, "n_train": int(len(rows)), "n_test": None if test_ds is None else test_ds.n_samples,
-        "classes": train_ds.classes, "n_parameters": n_params, "epochs": epochs, "steps": int(final_state["step"]),
-        "steps_per_epoch": steps_per_epoch, "labels_file": labels_file, "labels_uuid": labels_uuid, "seed": seed,
-        "device": str(dev), "world_size": int(dinfo.world_size), "backend": provenance["backend"], "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
+        "command": "train", "output": str(output), "metrics_file": str(mpath), "model_uuid": info["model_uuid"], "arch": info["arch"],
+        "arch_kwargs": info["arch_kwargs"], "dataset": info["dataset"], "n_train": n, "n_test": info["n_test"],
+        "classes": info["classes"], "n_parameters": info["n_parameters"], "epochs": epochs, "steps": info["steps"],
+        "steps_per_epoch": info["steps_per_epoch"], "labels_file": info["labels_file"], "labels_uuid": info["labels_uuid"], "seed": res.checkpoint["provenance"]["seed"],
+        "device": info["device"], "world_size": info["world_size"], "backend": info["backend"], "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
         "test_loss": last.get("test_loss"), "test_acc": last.get("test_acc"), "time_s": total_time,
-        "train_images_per_s": (len(rows) * (epochs - start_epoch) / train_time) if train_time > 0 else None,
+        "train_images_per_s": (n * (epochs - start) / train_time) if train_time > 0 else None,
         "checkpoints": ck_paths, "history": history,
     }, output)

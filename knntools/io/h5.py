@@ -71,6 +71,11 @@ def set_command_line(argv: Sequence[str] | None) -> None:
     _COMMAND_OVERRIDE = None if argv is None else [str(a) for a in argv]
 
 
+def command_line() -> list[str]:
+    """The command line recorded in provenance: the one :func:`set_command_line` set, else ``["python", *sys.argv]``."""
+    return list(_COMMAND_OVERRIDE) if _COMMAND_OVERRIDE is not None else ["python", *sys.argv]
+
+
 def new_uuid() -> str:
     """Return a new random UUID4 string (file identity)."""
     return str(_uuid.uuid4())

@@ -520,39 +520,55 @@ def memory_footprint(model: KNet, n_train: int, d: int) -> dict[str, int]:
 
 
 def to_checkpoint(model: KNet, meta: Mapping[str, Any]) -> dict[str, Any]:
-    """A self-describing, ``weights_only``-loadable checkpoint dict.
+    """A self-describing, ``weights_only``-loadable checkpoint dict of ``kind="knet"``.
 
-    Contents: ``format`` (:data:`CHECKPOINT_FORMAT`), ``format_version``, ``architecture``
-    (``"FC(d+1->h)-ReLU-BN-FC(h->L)-softmax"``), ``config`` (``d``, ``n_classes``, ``hidden``,
-    ``k_scale``, ``k_encoding``), ``state_dict`` (tensors), ``n_parameters`` and ``meta`` (caller
-    facts: source file uuid/path, model_uuid, layer, classes, k range, training settings…; only
-    str/int/float/bool/None and lists/dicts of them).
+    Contents: the header of :func:`knntools.models.checkpoint.checkpoint_header` (``format``,
+    ``format_version``, ``kind="knet"``), ``architecture`` (``"FC(d+1->h)-ReLU-BN-FC(h->L)-softmax"``),
+    ``config`` (``d``, ``n_classes``, ``hidden``, ``k_scale``, ``k_encoding``), ``state_dict``
+    (tensors), ``n_parameters`` and ``meta`` (caller facts: source file uuid/path, model_uuid, layer,
+    classes, k range, training settings…; only str/int/float/bool/None and lists/dicts of them).
+    Write it with :func:`knntools.models.checkpoint.write_checkpoint` ``(ckpt, path, kind="knet")``.
     """
+    from knntools.models.checkpoint import make_checkpoint
+
     cfg = {**model.config(), "k_encoding": K_ENCODING}
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_VERSION,
+    return make_checkpoint({
         "architecture": "FC(d+1->h)-ReLU-BN-FC(h->L)-softmax",
         "config": cfg,
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "n_parameters": model.n_parameters(),
         "meta": _plain(dict(meta)),
-    }
+    }, kind="knet")
 
 
 def from_checkpoint(obj: Any, where: str = "checkpoint") -> tuple[KNet, dict[str, Any]]:
-    """Rebuild a :class:`KNet` from :func:`to_checkpoint`'s dict; returns ``(model, meta)``.
+    """Rebuild a :class:`KNet` from a checkpoint; returns ``(model in eval mode, meta)``.
+
+    Parameters
+    ----------
+    obj : dict or path-like
+        :func:`to_checkpoint`'s dict (or what ``torch.load(weights_only=True)`` read), or the path of
+        a ``.pt`` (read with :func:`knntools.models.checkpoint.read_checkpoint` ``(path, kind="knet")``).
+        Files of the earlier ``format="knntools-knet"`` load too.
+    where : str, default "checkpoint"
+        Names the source in messages when ``obj`` is a dict.
 
     Raises
     ------
     InputError
-        Not a kNet checkpoint, a newer format version, or weights that do not fit the config.
+        Missing file, not a kNet checkpoint (:class:`~knntools.errors.SchemaError`), a newer format
+        version, or weights that do not fit the config.
     """
-    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{where}: not a kNet checkpoint (format is {obj.get('format') if isinstance(obj, dict) else type(obj).__name__!r}); expected one written by `knntools distill-knet`")
-    version = obj.get("format_version")
-    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
-        raise InputError(f"{where}: kNet checkpoint format_version {version!r}; expected an integer <= {CHECKPOINT_VERSION}")
+    import os
+
+    from knntools.models.checkpoint import check_checkpoint, read_checkpoint
+
+    expected = "a kNet checkpoint written by `knntools distill-knet`"
+    if isinstance(obj, (str, os.PathLike)):
+        where = str(obj)
+        obj = read_checkpoint(obj, kind="knet", expected=expected)
+    else:
+        obj = check_checkpoint(obj, kind="knet", where=where, expected=expected)
     cfg = obj.get("config") or {}
     try:
         model = KNet(cfg["d"], cfg["n_classes"], hidden=cfg["hidden"], k_scale=cfg["k_scale"])

@@ -153,7 +153,7 @@ def load_network(
     import torch
 
     from knntools.models import registry
-    from knntools.models.checkpoint import is_torchscript, load_checkpoint, model_from_checkpoint
+    from knntools.models.checkpoint import is_torchscript, model_from_checkpoint, read_checkpoint
 
     if path is not None and (weights is not None):
         raise InputError("MODEL and --weights are exclusive; expected a checkpoint/TorchScript file, or --arch NAME --weights FILE")
@@ -187,7 +187,7 @@ def load_network(
         elif not isinstance(out, torch.Tensor):
             raise SchemaError(f"{p}: TorchScript forward returned {type(out).__name__}; expected a logits tensor or a dict with 'logits'")
         return net
-    ckpt = load_checkpoint(p)
+    ckpt = read_checkpoint(p, kind="model", expected="a model checkpoint written by `knntools train`, a TorchScript file, or --arch NAME --weights FILE")
     module = model_from_checkpoint(ckpt)
     net = Network(module, "knntools", str(ckpt["arch"]), tuple(int(s) for s in ckpt["input_shape"]), [str(c) for c in ckpt["classes"]],
                   dict(normalization or ckpt["normalization"]), 0, str(ckpt["provenance"].get("model_uuid", "")),

@@ -554,3 +554,294 @@ def train_model(
             on_epoch(record)
     model.eval()
     return history, snapshot(cfg.epochs, 0)
+
+
+# ------------------------------------------------------------------------------------------
+# One call: data -> network -> trained kind="model" checkpoint (what `knntools train` runs)
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit_classifier` returns.
+
+    Attributes
+    ----------
+    checkpoint : dict
+        The final ``kind="model"`` checkpoint (header, weights, provenance, history, metrics,
+        training_state); write it with :func:`knntools.models.checkpoint.write_checkpoint`.
+    model : torch.nn.Module
+        The trained network (eval mode, on ``device``).
+    history : list of dict
+        Per-epoch metrics (epoch, step, lr, train_loss, train_acc, test_loss, test_acc, train_time_s, time_s).
+    info : dict
+        Run facts: model_uuid, arch, arch_kwargs, dataset, classes, n_train, n_test, n_parameters,
+        steps_per_epoch, start_epoch, epochs, labels_file, labels_uuid, device, world_size, backend.
+    """
+
+    checkpoint: dict[str, Any]
+    model: Any
+    history: list[dict[str, Any]]
+    info: dict[str, Any]
+
+
+def _training_labels(labels: Any, train_ds: Any, is_table: bool) -> tuple[np.ndarray, str | None, str | None]:
+    """The labels to train on from a ``labels`` file (checked against ``train_ds``), with its uuid and path."""
+    from pathlib import Path
+
+    from knntools.errors import InputError
+    from knntools.io.h5 import KFile
+
+    with KFile(labels, "labels") as lf:
+        if lf.n_samples != train_ds.n_samples:
+            raise InputError(f"{labels}: labels: {lf.n_samples} rows but {train_ds.name}/train has {train_ds.n_samples}; expected a labels file made for this training split")
+        if lf.n_classes and lf.n_classes != train_ds.n_classes:
+            raise InputError(f"{labels}: classes: {lf.n_classes} classes but {train_ds.name} has {train_ds.n_classes}; expected the same classes")
+        if lf.attrs.get("split") not in (None, "train") and not is_table:
+            raise InputError(f"{labels}: split is '{lf.attrs.get('split')}'; expected labels for the train split")
+        if lf.attrs.get("dataset") not in (None, train_ds.name):
+            raise InputError(f"{labels}: made for dataset '{lf.attrs.get('dataset')}'; expected '{train_ds.name}'")
+        y = lf.read_labels("labels")
+        if lf.has("ids") and not np.array_equal(lf.read("ids").astype(np.int64), train_ds.ids):
+            raise InputError(f"{labels}: ids differ from the rows of {train_ds.name}/train; expected a labels file made for this split")
+        return y, lf.uuid, str(Path(labels).resolve())
+
+
+def _load_training_data(dataset: str, *, data_dir: Any, download: bool, label_column: str | None, test_dataset: str | None,
+                        image_size: int, resumed: dict | None) -> tuple[Any, Any, bool]:
+    """``(train split, test split or None, is_table)`` of a dataset name or table file."""
+    from pathlib import Path
+
+    from knntools.errors import InputError
+    from knntools.io import datasets as dsets
+
+    is_table = Path(dataset).suffix.lower() in (".csv", ".npz", ".h5", ".hdf5")
+    if is_table:
+        train_ds = dsets.load_table(dataset, label_column=label_column)
+        test_ds = dsets.load_table(test_dataset, label_column=label_column) if test_dataset else None
+        if test_ds is not None and test_ds.X.shape[1:] != train_ds.X.shape[1:]:
+            raise InputError(f"{test_dataset}: {test_ds.X.shape[1]} features but {dataset} has {train_ds.X.shape[1]}; expected the same columns")
+        return train_ds, test_ds, True
+    if test_dataset:
+        raise InputError(f"{test_dataset}: a separate test table is only for tabular training sets; image sets are evaluated on their test split")
+    if resumed is not None and dataset in dsets.FOLDER_SETS:
+        image_size = int(resumed["input_shape"][-1])
+    train_ds = dsets.load_dataset(dataset, split="train", data_dir=data_dir, download=download, image_size=image_size)
+    test_ds = dsets.load_dataset(dataset, split="test", data_dir=data_dir, download=download, image_size=image_size)
+    return train_ds, test_ds, False
+
+
+def fit_classifier(
+    dataset: str = "digits",
+    *,
+    arch: str = "mlp",
+    arch_kwargs: dict[str, Any] | None = None,
+    config: TrainConfig | None = None,
+    data_dir: Any = None,
+    download: bool = False,
+    label_column: str | None = None,
+    test_dataset: str | None = None,
+    image_size: int = 224,
+    labels: Any = None,
+    subset: int | None = None,
+    normalize: bool = True,
+    resume: Any = None,
+    device: Any = "cpu",
+    workers: int = 0,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
+    on_batch: Callable[..., None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train a classifier on a dataset split and return its ``kind="model"`` checkpoint.
+
+    Loads the train (and test) split, the training labels (dataset labels, a ``noise`` labels
+    file, or those of a resumed checkpoint), draws a seeded subset, fits the input normalisation,
+    builds ``arch`` seeded with ``config.seed`` and runs :func:`train_model`. The same seed, thread
+    count and torch build give bit-identical weights.
+
+    Parameters
+    ----------
+    dataset : str, default "digits"
+        A dataset name of :mod:`knntools.io.datasets` or a ``.csv``/``.npz``/``.h5`` table.
+    arch : str, default "mlp"
+        Registry name (:func:`knntools.models.registry.build_model`); ignored when resuming.
+    arch_kwargs : dict, optional
+        Architecture keyword arguments.
+    config : TrainConfig, optional
+        Hyperparameters (default ``TrainConfig()``). ``flip`` is switched off for datasets in
+        :data:`NO_FLIP_DATASETS`.
+    data_dir, download, label_column, image_size
+        Passed to :func:`knntools.io.datasets.load_dataset` / ``load_table``.
+    test_dataset : str, optional
+        Tables only: a table evaluated after every epoch (image sets use their test split).
+    labels : path, optional
+        A ``labels`` file (``knntools noise``) for the training split: train on its labels.
+    subset : int, optional
+        Train on this many rows drawn without replacement (seeded), sorted (Cohen et al. 2018).
+    normalize : bool, default True
+        Fit per-channel (images) / per-feature (tables) mean and std on the training rows.
+    resume : path, optional
+        A checkpoint with ``training_state`` (step or final) to continue up to ``config.epochs``.
+    device : torch.device or str, default "cpu"
+    workers : int, default 0
+        DataLoader workers for streamed folder sets.
+    on_start : callable, optional
+        Called once before training with the run facts (``TrainResult.info`` plus ``epochs``,
+        ``optimizer``, ``lr``, ``batch_size``, ``bar_total``: rows this process will see).
+    on_batch, on_epoch
+        Passed to :func:`train_model`.
+    on_checkpoint : callable, optional
+        With ``config.checkpoint_every``: called on rank 0 with each step checkpoint (a full
+        ``kind="model"`` checkpoint whose provenance has ``step`` and ``epoch_float``).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    InputError
+        Unknown dataset or arch, an arch that cannot run on the input shape, a labels file or
+        test table that does not fit the training split, a subset larger than the split, a resume
+        checkpoint without training_state, of another dataset, or already trained ``epochs``.
+    SchemaError
+        A resume file that is not a model checkpoint.
+    """
+    import dataclasses
+    from pathlib import Path
+
+    import torch
+
+    from knntools import __version__
+    from knntools.distributed import backend_for
+    from knntools.errors import InputError
+    from knntools.io.h5 import command_line, new_uuid, utc_now
+    from knntools.models import registry
+    from knntools.models.checkpoint import make_checkpoint, model_from_checkpoint, read_checkpoint
+    from knntools.utils import seed_everything
+
+    cfg = config or TrainConfig()
+    kwargs = dict(arch_kwargs or {})
+    seed = cfg.seed
+    resumed = read_checkpoint(resume, kind="model") if resume is not None else None
+    if resumed is not None:
+        if "training_state" not in resumed:
+            raise InputError(f"{resume}: checkpoint has no training_state; expected a checkpoint written by `knntools train` (step or final)")
+        arch, kwargs, prov = resumed["arch"], dict(resumed["arch_kwargs"]), resumed["provenance"]
+        if dataset != prov.get("dataset") and Path(dataset).stem != prov.get("dataset"):
+            raise InputError(f"{resume}: trained on dataset '{prov.get('dataset')}' but the dataset given is '{dataset}'; expected the same dataset")
+    else:
+        registry.check_arch(arch)
+    train_ds, test_ds, is_table = _load_training_data(dataset, data_dir=data_dir, download=download, label_column=label_column,
+                                                      test_dataset=test_dataset, image_size=image_size, resumed=resumed)
+    y_train, labels_uuid, labels_file = train_ds.y, None, None
+    if labels is not None:
+        y_train, labels_uuid, labels_file = _training_labels(labels, train_ds, is_table)
+    if resumed is not None and "train_labels" in resumed and labels is None:
+        y_train = resumed["train_labels"].numpy().astype(np.int64)
+        labels_uuid, labels_file = resumed["provenance"].get("labels_uuid"), resumed["provenance"].get("labels_file")
+        if len(y_train) != train_ds.n_samples:
+            raise InputError(f"{resume}: train_labels has {len(y_train)} rows but {train_ds.name}/train has {train_ds.n_samples}")
+    if subset is not None and subset > train_ds.n_samples:
+        raise InputError(f"subset of {subset} rows: the training split has only {train_ds.n_samples} rows")
+
+    seed_everything(seed)
+    rows = np.arange(train_ds.n_samples)
+    if resumed is not None and "subset_ids" in resumed:
+        rows = resumed["subset_ids"].numpy().astype(np.int64)
+    elif subset is not None:
+        rows = np.sort(np.random.default_rng(seed).choice(train_ds.n_samples, size=subset, replace=False))
+    if train_ds.streaming:  # folder sets: a view of the torch Dataset, images decoded by the DataLoader
+        X_fit = train_ds.X if len(rows) == train_ds.n_samples else torch.utils.data.Subset(train_ds.X, rows.tolist())
+        y_fit = y_train[rows]
+    else:
+        X_fit, y_fit = train_ds.X[rows], y_train[rows]
+    if resumed is not None:
+        normalization = dict(resumed["normalization"])
+    elif not normalize:
+        normalization = {"mean": [], "std": []}
+    elif train_ds.streaming:
+        normalization = normalization_stats_stream(train_ds.X, rows, seed=seed, workers=workers)
+    else:
+        normalization = normalization_stats(X_fit)
+
+    torch.manual_seed(seed)
+    if resumed is not None:
+        model = model_from_checkpoint(resumed)
+    else:
+        model = registry.build_model(arch, train_ds.input_shape, train_ds.n_classes, **kwargs)
+        try:
+            with torch.no_grad():
+                model.eval()
+                model(torch.zeros((2, *train_ds.input_shape)))
+        except RuntimeError as exc:
+            raise InputError(f"arch {arch}: cannot run on {train_ds.name}'s input shape {train_ds.input_shape} ({str(exc).splitlines()[0][:140]})") from None
+    n_params = int(sum(p.numel() for p in model.parameters()))
+    cfg = dataclasses.replace(cfg, flip=cfg.flip and train_ds.name not in NO_FLIP_DATASETS)
+    start_epoch = 0
+    if resumed is not None:
+        start_epoch = int(resumed["training_state"]["epoch"])
+        if start_epoch >= cfg.epochs and int(resumed["training_state"].get("epoch_step", 0)) == 0:
+            raise InputError(f"{resume}: already trained {start_epoch} epochs; expected more epochs than {start_epoch}")
+    rank, world = _dist_group()
+    dev = torch.device(device) if isinstance(device, str) else device
+    provenance = {
+        "model_uuid": new_uuid(), "created": utc_now(), "knntools_version": __version__,
+        "command": command_line(), "dataset": train_ds.name,
+        "data_dir": str(Path(data_dir).resolve()) if data_dir else None, "dataset_path": str(Path(dataset).resolve()) if is_table else None,
+        "split": "train", "n_train": int(len(rows)), "labels_file": labels_file, "labels_uuid": labels_uuid,
+        "subset": int(subset) if subset is not None else (int(len(rows)) if resumed is not None and "subset_ids" in resumed else None),
+        "seed": int(seed), "hyperparameters": cfg.as_dict(), "device": str(dev), "n_parameters": n_params,
+        # a seed reproduces a network only with the same torch build and CPU thread count:
+        # the thread count changes the order of floating-point sums in convolutions
+        "torch_version": str(torch.__version__), "num_threads": int(torch.get_num_threads()),
+        "resumed_from": str(resume) if resume is not None else None,
+        "resumed_model_uuid": resumed["provenance"].get("model_uuid") if resumed is not None else None,
+        # data-parallel runs (torchrun): number of processes and their torch.distributed backend
+        "world_size": int(world), "backend": backend_for(dev) if world > 1 else None,
+    }
+
+    def make_ckpt(training_state: dict[str, Any] | None, history: list[dict[str, Any]]) -> dict[str, Any]:
+        ckpt: dict[str, Any] = {
+            "arch": arch, "arch_kwargs": kwargs, "input_shape": list(train_ds.input_shape), "classes": list(train_ds.classes),
+            "normalization": {"mean": list(normalization["mean"]), "std": list(normalization["std"])},
+            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "provenance": dict(provenance), "history": list(history),
+        }
+        if labels_file is not None or not np.array_equal(y_train, train_ds.y):
+            ckpt["train_labels"] = torch.as_tensor(np.asarray(y_train, dtype=np.int64))
+        if len(rows) != train_ds.n_samples:
+            ckpt["subset_ids"] = torch.as_tensor(rows.astype(np.int64))
+        if training_state is not None:
+            ckpt["training_state"] = training_state
+        return make_checkpoint(ckpt, kind="model")
+
+    steps_per_epoch = -(-len(rows) // cfg.batch_size)
+
+    def step_checkpoint(state: dict[str, Any]) -> None:
+        if rank != 0:  # every rank reaches a checkpoint (its RNG is gathered); rank 0 hands it on
+            return
+        ck = make_ckpt(state, state["history"])
+        ck["provenance"]["step"], ck["provenance"]["epoch_float"] = state["step"], state["epoch"] + state["epoch_step"] / max(1, steps_per_epoch)
+        on_checkpoint(ck)
+
+    info = {
+        "model_uuid": provenance["model_uuid"], "arch": arch, "arch_kwargs": kwargs, "dataset": train_ds.name, "classes": list(train_ds.classes),
+        "n_train": int(len(rows)), "n_test": None if test_ds is None else test_ds.n_samples, "n_parameters": n_params,
+        "steps_per_epoch": steps_per_epoch, "start_epoch": start_epoch, "epochs": cfg.epochs, "labels_file": labels_file,
+        "labels_uuid": labels_uuid, "device": str(dev), "world_size": int(world), "backend": provenance["backend"],
+    }
+    if on_start is not None:
+        on_start({**info, "optimizer": cfg.optimizer, "lr": cfg.lr, "batch_size": cfg.batch_size,
+                  "bar_total": (cfg.epochs - start_epoch) * len(rows)})
+    history, final_state = train_model(
+        model, X_fit, y_fit, cfg, normalization=normalization,
+        X_test=None if test_ds is None else test_ds.X, y_test=None if test_ds is None else test_ds.y,
+        device=dev, state=resumed["training_state"] if resumed is not None else None,
+        on_batch=on_batch, on_epoch=on_epoch, on_checkpoint=step_checkpoint if cfg.checkpoint_every and on_checkpoint else None, workers=workers,
+    )
+    ckpt = make_ckpt(final_state, history)
+    last = history[-1] if history else {}
+    ckpt["metrics"] = {k: last.get(k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
+    return TrainResult(checkpoint=ckpt, model=model, history=history, info={**info, "steps": int(final_state["step"])})
