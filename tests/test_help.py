@@ -100,9 +100,8 @@ EXCEPTIONS = {
     # small torch networks: 0 leaves torch's own default, and the default is 1 thread
     ("seq2knn", "--num-threads"): "torch threads, 0 = torch's default",
     ("oversample", "--num-threads"): "torch threads, 0 = torch's default",
-    # -k is not yet one flag: seq2knn also takes -K (the paper's K), lasenn and probe also take
+    # -k is not yet one flag: lasenn and probe also take
     # --k; lasenn's k is a comma list (a sweep); probe's help names the paper's k = 30.
-    ("seq2knn", "--n-neighbors"): "-K alias, K of the paper",
     ("lasenn", "--n-neighbors"): "--k alias, comma list sweep",
     ("probe", "--n-neighbors"): "--k alias, paper's k = 30",
     # layer specs not yet on the shared Layers/Layer options (issue 18); embed also takes 'none'
@@ -110,8 +109,6 @@ EXCEPTIONS = {
     ("probe", "--layers"): "own help",
     ("lasenn", "--layer"): "also 'paper'",
     ("distill-knet", "--layer"): "own help",
-    ("oversample", "--layer"): "ignored for features files",
-    ("seq2knn", "--layer"): "ignored for features files",
 }
 
 

@@ -77,6 +77,7 @@ from knntools.methods import check_labels
 from knntools.methods.seq2knn.checkpoint import (
     CHECKPOINT_BANK_ROWS,
     CHECKPOINT_FORMAT,
+    CHECKPOINT_KIND,
     CHECKPOINT_VERSION,
     checkpoint_dict,
     load_checkpoint,
@@ -106,7 +107,7 @@ from knntools.methods.seq2knn.targets import (
 from knntools.methods.seq2knn.training import TrainResult, macro_f1, predict, train_model
 
 __all__ = [
-    "CHECKPOINT_BANK_ROWS", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "DEFAULTS", "LABEL_MODELS", "MEMORY_MODELS", "MODELS",
+    "CHECKPOINT_BANK_ROWS", "CHECKPOINT_FORMAT", "CHECKPOINT_KIND", "CHECKPOINT_VERSION", "DEFAULTS", "LABEL_MODELS", "MEMORY_MODELS", "MODELS",
     "OVERSAMPLE_DEFAULTS", "VECTOR_MODELS", "ReferenceLabeler", "RowView", "Seq2KNNRun", "Standardizer", "SubsetRows", "TrainResult",
     "build_model", "check_labels", "check_model_name", "checkpoint_dict", "combined_loss", "fit_seq2knn", "full_neighbors",
     "kl_divergence", "knn_predict", "knn_predict_batch", "knn_vote", "label_loss", "load_checkpoint", "macro_f1", "nearest_in_rows",
