@@ -409,3 +409,25 @@ def test_real_imbalanced_tables(name, n_total, d, minority):
     assert tr.n_samples + te.n_samples == n_total and tr.X.shape[1] == d and tr.X.dtype == np.float32
     assert int((tr.y == 1).sum() + (te.y == 1).sum()) == minority and tr.classes[1].lower() == "yes"
     assert np.isfinite(tr.X).all()
+
+
+def test_checkpoint_kind_and_legacy_format(tmp_path):
+    """Checkpoints carry the unified header (kind seq2knn); files of the former "knntools-seq2knn" v1 format still load."""
+    from knntools.models.checkpoint import write_checkpoint
+
+    model = s2k.build_model("v2vsls", 4, 2, K=3, hidden=8)
+    scaler = s2k.Standardizer(np.zeros(4), np.ones(4))
+    ck = s2k.checkpoint_dict(model, name="v2vsls", n_features=4, n_classes=2, classes=["a", "b"],
+                             hyper={"K": 3, "hidden": 8, "tau": 0.85, "dropout": 0.2}, scaler=scaler)
+    assert (ck["format"], ck["kind"]) == ("knntools-checkpoint", "seq2knn")
+    write_checkpoint(ck, tmp_path / "new.pt", kind="seq2knn")
+    legacy = {k: v for k, v in ck.items() if k != "kind"}
+    legacy.update(format=s2k.CHECKPOINT_FORMAT, format_version=s2k.CHECKPOINT_VERSION)
+    torch.save(legacy, tmp_path / "old.pt")
+    for name in ("new.pt", "old.pt"):
+        net, loaded, sc = s2k.load_checkpoint(tmp_path / name)
+        assert loaded["kind"] == "seq2knn" and net.K == 3 and np.array_equal(sc.std, np.ones(4, np.float32))
+        assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), model.state_dict().values()))
+    torch.save({"format": "knntools-knet", "format_version": 1}, tmp_path / "knet.pt")
+    with pytest.raises(InputError, match="seq2knn checkpoint"):
+        s2k.load_checkpoint(tmp_path / "knet.pt")

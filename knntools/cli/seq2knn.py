@@ -125,7 +125,6 @@ def seq2knn_cli(
         kt, X_test, y_test = _open_eval(stack, eval_file, kf, lname)
         y = kf.read_labels("labels")
         C = kf.n_classes or int(y.max()) + 1
-        out.info(f"[bold]seq2knn[/bold] {name} on {train} ({lname}), kNN targets " + (f"out-of-core R={batches} × B={batch_size}" if out_of_core else f"full {backend}/{metric}"))
         with out.progress(f"train {name}", total=epochs) as advance, core_errors_as_flags(FLAGS):
             def epoch_done(row: dict) -> None:
                 out.detail(" ".join(f"{key}={v:.4f}" if isinstance(v, float) else f"{key}={v}" for key, v in row.items()))
@@ -136,7 +135,9 @@ def seq2knn_cli(
                                   attention_scale=attention_scale, memory_draws=memory_draws, label_bank=label_bank, val_size=val_size,
                                   standardize=standardize, out_of_core=out_of_core, batches=batches, batch_size=batch_size,
                                   include_query=include_query, backend=backend, metric=metric, search_params=params, X_test=X_test, y_test=y_test,
-                                  baselines=baselines, device=dev, seed=seed, callback=epoch_done, log=out.detail)
+                                  baselines=baselines, device=dev, seed=seed, callback=epoch_done,
+                                  log=lambda msg: out.info(f"[bold]seq2knn[/bold] {name} on {train} ({lname}): {msg}"))
+        out.detail(f"kNN targets in {run.knn_seconds:.2f}s; neighbour label agreement {run.neighbor_label_agreement:.3f}")
         summary = _summary(run, output, train, lname, seed)
         if kt is not None:
             summary.update({"eval": str(eval_file), "n_test": int(len(y_test)), "test": run.test})

@@ -174,7 +174,8 @@ def fit_seq2knn(
     X_test : ndarray or h5py.Dataset [M, D], optional;  y_test : int64 [M]
     baselines : bool, default True
     device : torch device;  seed : int (split, targets, training, checkpoint rows)
-    callback : called with each epoch's history row;  log : called with progress lines
+    callback : called with each epoch's history row
+    log : called once, before the kNN targets, with a line describing the run (sizes, split, targets)
 
     Returns
     -------
@@ -213,7 +214,7 @@ def fit_seq2knn(
     scaler = Standardizer(*stream_moments(X, tr_rows)) if standardize else Standardizer.identity(D)
     Xv: Any = RowView(X, scaler) if out_of_core else scaler(take_rows(X, np.arange(N)))
     if log is not None:
-        log(f"{N} rows × {D}, {n_classes} classes; {len(tr_rows)} train / {len(va_rows)} val — kNN targets: "
+        log(f"{N} rows × {D}, {n_classes} classes; {len(tr_rows)} train / {len(va_rows)} val; kNN targets: "
             + (f"out-of-core R={batches} × B={batch_size}" if out_of_core else f"full {backend}/{metric}"))
     t_nb = time.perf_counter()
     if out_of_core:
@@ -223,8 +224,6 @@ def fit_seq2knn(
         nb_rows = tr_rows[full_neighbors(Xv[tr_rows], K, backend=backend, metric=metric, **params)[1]]
     knn_seconds = time.perf_counter() - t_nb
     agree = float((y[nb_rows] == y[tr_rows][:, None]).mean())
-    if log is not None:
-        log(f"kNN targets in {knn_seconds:.2f}s; neighbour label agreement {agree:.3f}")
     val = (np.asarray(Xv[va_rows]), y[va_rows]) if len(va_rows) else None
     hyper = {"K": K, "hidden": hidden, "tau": tau, "lam": lam, "alpha": alpha, "lr": lr, "dropout": dropout, "epochs": epochs,
              "train_batch_size": train_batch_size, "memory_size": memory_size, "val_size": val_size, "out_of_core": out_of_core,
