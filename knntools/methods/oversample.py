@@ -421,7 +421,7 @@ def oversample(X: np.ndarray, y: np.ndarray, n_classes: int, method: str = "v2vs
         res.info = {"n_neighbors": n_neighbors}
     else:
         if model is None:
-            raise InputError(f"method={method}: expected model=CHECKPOINT.pt from `knntools seq2knn --model {method}`")
+            raise InputError(f"method={method}: expected model=CHECKPOINT.pt (a {method} checkpoint written by `knntools seq2knn`)")
         net, ck, scaler = s2k.load_checkpoint(model) if not isinstance(model, tuple) else model
         where = str(model) if not isinstance(model, tuple) else "checkpoint"
         if ck["n_features"] != X.shape[1]:

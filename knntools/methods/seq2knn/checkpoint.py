@@ -23,7 +23,7 @@ CHECKPOINT_KIND = "seq2knn"
 #: The format written before the unified checkpoint header (still read).
 CHECKPOINT_FORMAT = "knntools-seq2knn"
 #: Out-of-core runs store at most this many random training rows in the checkpoint (full runs store
-#: the whole reference set: every training row with ``--label-bank 0``).
+#: the whole reference set: every training row with ``label_bank=0``).
 CHECKPOINT_BANK_ROWS = 4096
 #: Version of the legacy ``CHECKPOINT_FORMAT`` (the unified header carries its own ``format_version``).
 CHECKPOINT_VERSION = 1

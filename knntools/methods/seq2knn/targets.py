@@ -64,6 +64,11 @@ def nearest_in_rows(Q: np.ndarray, base: np.ndarray, rows: np.ndarray, k: int, *
                     own: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact ``k`` nearest of ``base`` for each query, as rows of the caller's array, ordered by (distance, row).
 
+    The search step of Algorithm 1 (paper §3 "Out-of-Core Models") and of the out-of-core kNN
+    benchmark, through the exact backend of :mod:`knntools.search` and
+    :func:`knntools.search.sharded.merge_topk`: among equal distances the smaller row comes first,
+    also at the k-th place (queries with a tie across the cut get every candidate's distance).
+
     Parameters
     ----------
     Q : float32 [n, D] queries
