@@ -24,7 +24,7 @@ for data in $DATA; do
   [[ -f "$OUT/${data}_train.h5" ]] || "$KNNTOOLS" features "$data" --split train -o "$OUT/${data}_train.h5" -q
   [[ -f "$OUT/${data}_test.h5" ]] || "$KNNTOOLS" features "$data" --split test -o "$OUT/${data}_test.h5" -q
   ck="$OUT/${data}_v2vsls_os.pt"
-  [[ -f "$ck" ]] || "$KNNTOOLS" seq2knn "$OUT/${data}_train.h5" --model v2vsls --lam 1.3 --alpha 3 -K 5 --epochs "$EPOCHS" \
+  [[ -f "$ck" ]] || "$KNNTOOLS" seq2knn "$OUT/${data}_train.h5" --model v2vsls --lam 1.3 --alpha 3 -k 5 --epochs "$EPOCHS" \
       --seed "$SEED" --eval "$OUT/${data}_test.h5" --no-baselines -o "$ck" --json -q > "$OUT/${data}_v2vsls_os.train.json"
   for method in $METHODS; do
     tag="${data}_${method}_s${SEED}"

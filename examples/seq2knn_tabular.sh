@@ -36,7 +36,7 @@ for data in $DATA; do
         [[ "$model" != "${MODELS%% *}" ]] && extra+=(--no-baselines)
         [[ "$mode" == "ooc" ]] && extra+=(--out-of-core --batches "$BATCHES" --batch-size "$BATCH_SIZE")
         echo "== $tag" >&2
-        "$KNNTOOLS" seq2knn "$OUT/${data}_train.h5" --model "$model" -K 5 --epochs "$EPOCHS" --seed "$seed" \
+        "$KNNTOOLS" seq2knn "$OUT/${data}_train.h5" --model "$model" -k 5 --epochs "$EPOCHS" --seed "$seed" \
           "${extra[@]}" --eval "$OUT/${data}_test.h5" -o "$OUT/$tag.pt" --force --json -q > "$OUT/$tag.json.partial"
         mv "$OUT/$tag.json.partial" "$OUT/$tag.json"
       done

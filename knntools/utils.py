@@ -111,3 +111,13 @@ def check_in_unit_interval(value: float, option: str) -> float:
 def join(items: Sequence[Any]) -> str:
     """Comma-join for messages."""
     return ", ".join(str(i) for i in items)
+
+
+def utc_now() -> str:
+    """Current UTC time as ISO-8601 with a ``Z`` suffix, second resolution (e.g. ``2026-11-21T20:30:00Z``).
+
+    Written as the ``created`` attribute of files, checkpoints and index headers.
+    """
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")

@@ -100,10 +100,6 @@ EXCEPTIONS = {
     # small torch networks: 0 leaves torch's own default, and the default is 1 thread
     ("seq2knn", "--num-threads"): "torch threads, 0 = torch's default",
     ("oversample", "--num-threads"): "torch threads, 0 = torch's default",
-    # -k is not yet one flag: seq2knn also takes -K (the paper's K).
-    ("seq2knn", "--n-neighbors"): "-K alias, K of the paper",
-    ("oversample", "--layer"): "ignored for features files",
-    ("seq2knn", "--layer"): "ignored for features files",
 }
 
 

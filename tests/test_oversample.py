@@ -100,8 +100,25 @@ def test_imblearn_oversample(method):
 
 def test_smote_too_few_neighbors():
     X, y = _imbalanced(n_minor=4)
-    with pytest.raises(InputError, match="class 1 has 4 samples"):
+    with pytest.raises(InputError, match=r"class 1: k=5 exceeds the 3 candidate rows \(4 rows"):
         ovs.imblearn_oversample(X, y, 2, "smote", k_neighbors=5)
+    ovs.check_smote_neighbors(y, 2, 3)  # k = 3 neighbours of 4 samples: the bound is k <= n - 1
+
+
+def test_oversample_core_matches_the_steps():
+    """oversample() = standardise with the rows' own moments, SMOTE, back to the original units."""
+    from knntools.methods import seq2knn as s2k
+
+    X, y = _imbalanced()
+    res = ovs.oversample(X, y, 2, "smote", n_neighbors=3, random_state=0)
+    sc = s2k.Standardizer(*s2k.stream_moments(X))
+    ref = ovs.imblearn_oversample(sc(X), y, 2, "smote", k_neighbors=3, random_state=0)
+    assert np.array_equal(res.X[:140], X) and np.allclose(res.X[140:], sc.inverse(ref.X[140:]))
+    assert np.array_equal(res.y, ref.y) and res.info == {"n_neighbors": 3}
+    with pytest.raises(InputError, match="model=CHECKPOINT"):
+        ovs.oversample(X, y, 2, "v2vsls")
+    with pytest.raises(InputError, match="method='nosuch'"):
+        ovs.oversample(X, y, 2, "nosuch")
 
 
 def test_evaluate_downstream_keys():
@@ -141,7 +158,7 @@ def files(tmp_path):
 
 def test_cli_model_and_smote(files, tmp_path, capsys):
     train, test = files
-    p = run_inproc(capsys, "seq2knn", train, "--model", "v2vsls", "--lam", "1.3", "--alpha", "3", "-K", "3", "--epochs", "2",
+    p = run_inproc(capsys, "seq2knn", train, "--model", "v2vsls", "--lam", "1.3", "--alpha", "3", "-k", "3", "--epochs", "2",
                    "-o", tmp_path / "seq.pt", "-q")
     assert p.returncode == 0, p.stderr
     p = run_inproc(capsys, "oversample", train, "--method", "v2vsls", "--model", tmp_path / "seq.pt", "-o", tmp_path / "bal.h5",
@@ -172,19 +189,23 @@ def test_cli_bad_input(files, tmp_path, capsys):
     small = tmp_path / "small.h5"
     write_features(small, features=X, labels=y, classes=["a", "b"])
     p = run_inproc(capsys, "oversample", small, "--method", "smote", "-o", tmp_path / "o.h5")
-    assert p.returncode == 2 and "k_neighbors" in p.stderr and not (tmp_path / "o.h5").exists()
+    assert p.returncode == 2 and "class 1: -k 5 exceeds" in p.stderr and not (tmp_path / "o.h5").exists()
+    # the former --k-neighbors spelling still works, with a deprecation line
+    p = run_inproc(capsys, "oversample", small, "--method", "smote", "--k-neighbors", "2", "-o", tmp_path / "o2.h5", "--json")
+    assert p.returncode == 0, p.stderr
+    assert "--k-neighbors is deprecated, use -k" in p.stderr and json.loads(p.stdout)["n_neighbors"] == 2
     # checkpoint for another feature dimension
     other = tmp_path / "other.h5"
     X6, y6 = _imbalanced(D=6)
     write_features(other, features=X6, labels=y6, classes=["a", "b"])
-    p = run_inproc(capsys, "seq2knn", other, "--model", "v2vsls", "-K", "3", "--epochs", "1", "-o", tmp_path / "six.pt", "-q")
+    p = run_inproc(capsys, "seq2knn", other, "--model", "v2vsls", "-k", "3", "--epochs", "1", "-o", tmp_path / "six.pt", "-q")
     assert p.returncode == 0, p.stderr
     p = run_inproc(capsys, "oversample", train, "--method", "v2vsls", "--model", tmp_path / "six.pt", "-o", tmp_path / "o.h5")
     assert p.returncode == 2 and "6 features" in p.stderr and not (tmp_path / "o.h5").exists()
     # model method without a model; a label-only checkpoint
     p = run_inproc(capsys, "oversample", train, "--method", "v2vsls", "-o", tmp_path / "o.h5")
     assert p.returncode == 2 and "--model" in p.stderr
-    p = run_inproc(capsys, "seq2knn", train, "--model", "v2ls", "-K", "3", "--epochs", "1", "-o", tmp_path / "v2ls.pt", "-q")
+    p = run_inproc(capsys, "seq2knn", train, "--model", "v2ls", "-k", "3", "--epochs", "1", "-o", tmp_path / "v2ls.pt", "-q")
     p = run_inproc(capsys, "oversample", train, "--method", "v2vsls", "--model", tmp_path / "v2ls.pt", "-o", tmp_path / "o.h5")
     assert p.returncode == 2 and "no feature vectors" in p.stderr
     # non-finite features, labels out of range

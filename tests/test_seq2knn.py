@@ -75,10 +75,28 @@ def test_vector_and_combined_loss():
 # ------------------------------------------------------------------------------------------------
 
 
-def test_merge_topk_drops_duplicates():
-    d, i = s2k.merge_topk(np.array([[0.1, 0.5]], np.float32), np.array([[3, 7]]), np.array([[0.1, 0.2, 0.9]], np.float32), np.array([[3, 4, 8]]), 3)
-    assert i.tolist() == [[3, 4, 7]]
-    assert np.allclose(d, [[0.1, 0.2, 0.5]])
+def test_out_of_core_ties_go_to_the_smaller_row():
+    """Integer rows: many exact ties. Targets = the K best of the sampled union by (distance, row),
+    never a row twice, although rows recur across batches."""
+    X = np.random.default_rng(0).integers(0, 3, size=(120, 3)).astype(np.float32)
+    for include in (True, False):
+        d, idx, samples = s2k.out_of_core_neighbors(X, 5, batches=4, batch_size=12, query_block=12, random_state=1,
+                                                    return_samples=True, include_query=include)
+        for qb, union in enumerate(samples):
+            for r in range(qb * 12, min(120, (qb + 1) * 12)):
+                cand = union[union != r]
+                dist = np.linalg.norm(X[cand] - X[r], axis=1)
+                if include:
+                    cand, dist = np.r_[r, cand], np.r_[0.0, dist]
+                expect = cand[np.lexsort((cand, np.round(dist, 5)))[:5]]
+                assert idx[r].tolist() == expect.tolist() and len(set(idx[r])) == 5
+
+
+def test_nearest_in_rows_orders_by_distance_then_row():
+    base = np.array([[0.0], [1.0], [1.0], [1.0], [2.0]], np.float32)
+    rows = np.array([10, 11, 12, 13, 14])
+    d, i = s2k.nearest_in_rows(np.array([[0.0], [1.0]], np.float32), base, rows, 2, own=np.array([10, 12]))
+    assert i.tolist() == [[11, 12], [11, 13]] and np.allclose(d, [[1, 1], [0, 0]])
 
 
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
@@ -136,12 +154,14 @@ def test_out_of_core_includes_the_query_by_default():
 
 def test_neighbor_bad_input():
     X = np.zeros((5, 2), np.float32)
-    with pytest.raises(InputError, match="K=5"):
+    with pytest.raises(InputError, match="k=5 exceeds the 4 candidate rows"):
         s2k.full_neighbors(X, 5)
     with pytest.raises(InputError, match="must exceed K"):
         s2k.out_of_core_neighbors(X, 3, batch_size=3)
-    with pytest.raises(InputError, match="K=5"):
-        s2k.out_of_core_neighbors(X, 5, batch_size=8)
+    with pytest.raises(InputError, match="k=6 exceeds the 5 candidate rows"):  # the query itself is a candidate
+        s2k.out_of_core_neighbors(X, 6, batch_size=8)
+    with pytest.raises(InputError, match="k=5 exceeds the 4 candidate rows"):
+        s2k.out_of_core_neighbors(X, 5, batch_size=8, include_query=False)
     Xn = np.ones((10, 2), np.float32)
     Xn[4, 1] = np.nan
     with pytest.raises(InputError, match="non-finite"):
@@ -258,6 +278,7 @@ def test_cli_full_v2vsls(feature_pair, tmp_path, capsys):
     ck, pred = tmp_path / "seq.pt", tmp_path / "pred.h5"
     p = run_inproc(capsys, "seq2knn", train, "--model", "v2vsls", "-K", "3", "--epochs", "3", "-o", ck, "--eval", test, "--predictions", pred, "--json")
     assert p.returncode == 0, p.stderr
+    assert "knntools seq2knn: warning: -K is deprecated, use -k" in p.stderr
     lines = [l for l in p.stdout.splitlines() if l.strip()]
     assert len(lines) == 1
     res = json.loads(lines[0])
@@ -274,7 +295,7 @@ def test_cli_full_v2vsls(feature_pair, tmp_path, capsys):
 
 def test_cli_out_of_core_mnknn_vec(feature_pair, tmp_path, capsys):
     train, test = feature_pair
-    p = run_inproc(capsys, "seq2knn", train, "--model", "mnknn-vec", "-K", "3", "--out-of-core", "--batches", "4", "--batch-size", "16",
+    p = run_inproc(capsys, "seq2knn", train, "--model", "mnknn-vec", "-k", "3", "--out-of-core", "--batches", "4", "--batch-size", "16",
                    "--epochs", "2", "-o", tmp_path / "mn.pt", "--eval", test, "--json")
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout)
@@ -286,7 +307,7 @@ def test_cli_former_options_stay_reachable(feature_pair, tmp_path, capsys):
     """The pre-issue-16 behaviour through flags; recorded in the checkpoint and reloaded as trained."""
     train, test = feature_pair
     ck = tmp_path / "old.pt"
-    p = run_inproc(capsys, "seq2knn", train, "--model", "mnknn", "-K", "3", "--out-of-core", "--batches", "2", "--batch-size", "16", "--epochs", "1",
+    p = run_inproc(capsys, "seq2knn", train, "--model", "mnknn", "-k", "3", "--out-of-core", "--batches", "2", "--batch-size", "16", "--epochs", "1",
                    "--label-bank", "50", "--memory-labels", "--attention-scale", "--memory-draws", "2", "--exclude-query",
                    "--no-baselines", "-o", ck, "--eval", test, "--json")
     assert p.returncode == 0, p.stderr
@@ -294,7 +315,7 @@ def test_cli_former_options_stay_reachable(feature_pair, tmp_path, capsys):
     assert (h["label_bank"], h["memory_labels"], h["attention_scale"], h["memory_draws"], h["include_query"]) == (50, True, True, 2, False)
     model, loaded, _ = s2k.load_checkpoint(ck)
     assert model.memory_labels and model.attention_scale and loaded["memory_x"].shape[0] == 50
-    p = run_inproc(capsys, "seq2knn", train, "--model", "v2vs", "-K", "3", "--epochs", "1", "--no-baselines", "-o", tmp_path / "new.pt", "--json")
+    p = run_inproc(capsys, "seq2knn", train, "--model", "v2vs", "-k", "3", "--epochs", "1", "--no-baselines", "-o", tmp_path / "new.pt", "--json")
     assert p.returncode == 0, p.stderr
     h = json.loads(p.stdout)["hyper"]
     assert (h["label_bank"], h["memory_labels"], h["attention_scale"], h["memory_draws"], h["include_query"]) == (0, False, False, 1, True)
@@ -327,11 +348,11 @@ def _no_outputs(tmp_path, *names):
 def test_cli_bad_input(feature_pair, tmp_path, capsys):
     train, test = feature_pair
     # K larger than the training set
-    p = run_inproc(capsys, "seq2knn", train, "-K", "500", "--epochs", "1", "-o", tmp_path / "a.pt")
-    assert p.returncode == 2 and "-K 500" in p.stderr and _no_outputs(tmp_path, "a.pt")
+    p = run_inproc(capsys, "seq2knn", train, "-k", "500", "--epochs", "1", "-o", tmp_path / "a.pt")
+    assert p.returncode == 2 and "-k 500 exceeds the 179 candidate rows" in p.stderr and _no_outputs(tmp_path, "a.pt")
     # B not above K out of core
-    p = run_inproc(capsys, "seq2knn", train, "-K", "5", "--out-of-core", "--batch-size", "4", "-o", tmp_path / "a.pt")
-    assert p.returncode == 2 and "--batch-size" in p.stderr
+    p = run_inproc(capsys, "seq2knn", train, "-k", "5", "--out-of-core", "--batch-size", "4", "-o", tmp_path / "a.pt")
+    assert p.returncode == 2 and "--batch-size 4" in p.stderr
     # unknown model
     p = run_inproc(capsys, "seq2knn", train, "--model", "lstm", "-o", tmp_path / "a.pt")
     assert p.returncode == 2 and "unknown" in p.stderr
@@ -345,7 +366,7 @@ def test_cli_bad_input(feature_pair, tmp_path, capsys):
     nan = tmp_path / "nan.h5"
     X[7, 2] = np.inf
     write_features(nan, features=X, labels=y, classes=["a", "b", "c"])
-    for extra in ([], ["--out-of-core", "--batches", "2", "--batch-size", "8", "-K", "3"]):
+    for extra in ([], ["--out-of-core", "--batches", "2", "--batch-size", "8", "-k", "3"]):
         p = run_inproc(capsys, "seq2knn", nan, "--epochs", "1", "-o", tmp_path / "a.pt", *extra)
         assert p.returncode == 2 and "non-finite" in p.stderr and _no_outputs(tmp_path, "a.pt"), p.stderr
     # test file of another width
@@ -360,7 +381,7 @@ def test_cli_bad_input(feature_pair, tmp_path, capsys):
 
 def test_cli_json_is_one_object(feature_pair, tmp_path, capsys):
     train, _ = feature_pair
-    p = run_inproc(capsys, "seq2knn", train, "--model", "v2ls", "-K", "3", "--epochs", "1", "-o", tmp_path / "x.pt", "--json", "--val-size", "0")
+    p = run_inproc(capsys, "seq2knn", train, "--model", "v2ls", "-k", "3", "--epochs", "1", "-o", tmp_path / "x.pt", "--json", "--val-size", "0")
     assert p.returncode == 0, p.stderr
     lines = [l for l in p.stdout.splitlines() if l.strip()]
     assert len(lines) == 1 and json.loads(lines[0])["model"] == "v2ls"
@@ -368,7 +389,7 @@ def test_cli_json_is_one_object(feature_pair, tmp_path, capsys):
 
 def test_cli_activations_layer(activations_pair, tmp_path, capsys):
     train, test = activations_pair
-    p = run_inproc(capsys, "seq2knn", train, "--layer", "layer1", "--model", "v2ls", "-K", "3", "--epochs", "2", "-o", tmp_path / "a.pt",
+    p = run_inproc(capsys, "seq2knn", train, "--layer", "layer1", "--model", "v2ls", "-k", "3", "--epochs", "2", "-o", tmp_path / "a.pt",
                    "--eval", test, "--no-baselines", "--predictions", tmp_path / "p.h5", "--json")
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout)
@@ -388,3 +409,25 @@ def test_real_imbalanced_tables(name, n_total, d, minority):
     assert tr.n_samples + te.n_samples == n_total and tr.X.shape[1] == d and tr.X.dtype == np.float32
     assert int((tr.y == 1).sum() + (te.y == 1).sum()) == minority and tr.classes[1].lower() == "yes"
     assert np.isfinite(tr.X).all()
+
+
+def test_checkpoint_kind_and_legacy_format(tmp_path):
+    """Checkpoints carry the unified header (kind seq2knn); files of the former "knntools-seq2knn" v1 format still load."""
+    from knntools.models.checkpoint import write_checkpoint
+
+    model = s2k.build_model("v2vsls", 4, 2, K=3, hidden=8)
+    scaler = s2k.Standardizer(np.zeros(4), np.ones(4))
+    ck = s2k.checkpoint_dict(model, name="v2vsls", n_features=4, n_classes=2, classes=["a", "b"],
+                             hyper={"K": 3, "hidden": 8, "tau": 0.85, "dropout": 0.2}, scaler=scaler)
+    assert (ck["format"], ck["kind"]) == ("knntools-checkpoint", "seq2knn")
+    write_checkpoint(ck, tmp_path / "new.pt", kind="seq2knn")
+    legacy = {k: v for k, v in ck.items() if k != "kind"}
+    legacy.update(format=s2k.CHECKPOINT_FORMAT, format_version=s2k.CHECKPOINT_VERSION)
+    torch.save(legacy, tmp_path / "old.pt")
+    for name in ("new.pt", "old.pt"):
+        net, loaded, sc = s2k.load_checkpoint(tmp_path / name)
+        assert loaded["kind"] == "seq2knn" and net.K == 3 and np.array_equal(sc.std, np.ones(4, np.float32))
+        assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), model.state_dict().values()))
+    torch.save({"format": "knntools-knet", "format_version": 1}, tmp_path / "knet.pt")
+    with pytest.raises(InputError, match="seq2knn checkpoint"):
+        s2k.load_checkpoint(tmp_path / "knet.pt")

@@ -18,6 +18,7 @@ from typing import Sequence, TextIO
 #: command -> {old flag: new flag}. Add a row when a flag is renamed; remove it one release later.
 DEPRECATED_FLAGS: dict[str, dict[str, str]] = {
     "seq2knn": {"-K": "-k"},
+    "oversample": {"--k-neighbors": "-k"},
     "probe": {"--k": "-k"},
     "lasenn": {"--k": "-k"},
     "index": {"--layer": "--layers"},

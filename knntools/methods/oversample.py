@@ -19,7 +19,7 @@ Everything here works on arrays: no files, no printing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -27,6 +27,8 @@ import numpy as np
 from knntools.errors import InputError, KnnToolsError
 
 METHODS = ("v2vsls", "mnknn-vec", "smote", "adasyn")
+#: Methods that generate with a seq2knn model (need a checkpoint).
+MODEL_METHODS = ("v2vsls", "mnknn-vec")
 CLASSIFIERS = ("rf", "ffn", "gb", "logreg", "knn")
 CLASSIFIER_NAMES = {
     "rf": "random forest (200 trees)",
@@ -49,6 +51,8 @@ class OversampleResult:
     source : int64 [N + S]   for synthetic rows the original row they were generated from (−1 for
         originals and for SMOTE/ADASYN rows, whose parents imbalanced-learn does not report)
     counts_before, counts_after : int64 [C]
+    info : dict   what made the rows (:func:`oversample`: the checkpoint's model, K, lam, alpha,
+        max_rounds, label_from; or SMOTE/ADASYN's n_neighbors)
     """
 
     X: np.ndarray
@@ -57,6 +61,7 @@ class OversampleResult:
     source: np.ndarray
     counts_before: np.ndarray
     counts_after: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def class_counts(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -108,7 +113,7 @@ def model_oversample(
     InputError
         Labels out of range, unknown ``label_from``, or ``generate`` returning wrong shapes.
     """
-    from knntools.methods.seq2knn import check_labels
+    from knntools.methods import check_labels
     from knntools.utils import as_generator
 
     if label_from not in ("predicted", "source"):
@@ -178,17 +183,25 @@ def model_oversample(
 
 
 def check_smote_neighbors(y: np.ndarray, n_classes: int, k_neighbors: int, where: str = "labels") -> None:
-    """Raise :class:`InputError` if a minority class has too few samples for SMOTE/ADASYN's k neighbours.
+    """Raise :class:`InputError` if a class SMOTE/ADASYN oversamples has too few samples for k neighbours.
 
     SMOTE needs ``k_neighbors + 1`` samples in every class it oversamples (the sample itself plus
-    its k neighbours within the class).
+    its k neighbours within the class): the bound of :func:`knntools.search.base.check_k` with the
+    class's rows as candidates, each row's own row excluded.
+
+    Raises
+    ------
+    InputError
+        ``k_neighbors`` < 1, or a minority class with ``k_neighbors`` or fewer samples (the message
+        names the class: ``"<where>: class C: k=K exceeds the M candidate rows ..."``).
     """
+    from knntools.search.base import check_k
+
     counts = class_counts(y, n_classes)
     top = counts.max()
     for c, n in enumerate(counts):
-        if 0 < n < top and n < k_neighbors + 1:
-            raise InputError(f"{where}: class {c} has {n} samples, fewer than SMOTE's k_neighbors + 1 = {k_neighbors + 1}; "
-                             f"expected at least {k_neighbors + 1} (lower --k-neighbors)")
+        if 0 < n < top:
+            check_k(k_neighbors, int(n), exclude_self=True, source=f"{where}: class {c}")
 
 
 def imblearn_oversample(X: np.ndarray, y: np.ndarray, n_classes: int, method: str = "smote", *, k_neighbors: int = 5,
@@ -217,7 +230,7 @@ def imblearn_oversample(X: np.ndarray, y: np.ndarray, n_classes: int, method: st
     """
     from imblearn.over_sampling import ADASYN, SMOTE
 
-    from knntools.methods.seq2knn import check_labels
+    from knntools.methods import check_labels
 
     y = check_labels(y, n_classes)
     if method not in ("smote", "adasyn"):
@@ -294,3 +307,166 @@ def evaluate_downstream(train_sets: dict[str, tuple[np.ndarray, np.ndarray]], X_
                 "accuracy": float(accuracy_score(y_test, p)),
             }
     return out
+
+
+def check_method(method: str) -> str:
+    """Return ``method`` normalised (``mnknn_vec`` → ``mnknn-vec``) if it is one of :data:`METHODS`.
+
+    Raises
+    ------
+    InputError
+        Unknown method.
+    """
+    m = str(method).lower().replace("_", "-")
+    if m not in METHODS:
+        raise InputError(f"method={method!r}: expected one of {', '.join(METHODS)}")
+    return m
+
+
+def check_classifiers(names: str | Sequence[str]) -> list[str]:
+    """Parse ``"rf,ffn,gb"`` (or a sequence) into classifier names from :data:`CLASSIFIERS`.
+
+    Raises
+    ------
+    InputError
+        An unknown name, or none.
+    """
+    given = [c.strip() for c in (names.split(",") if isinstance(names, str) else names) if str(c).strip()]
+    bad = [c for c in given if c not in CLASSIFIERS]
+    if bad or not given:
+        raise InputError(f"classifiers={','.join(given)!r}: unknown {', '.join(bad) or '(empty)'}; expected names from {', '.join(CLASSIFIERS)}")
+    return given
+
+
+def model_generator(net: Any, ckpt: dict[str, Any], *, random_state: Any = 0) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The ``generate`` callable of :func:`model_oversample` for a loaded seq2knn vector model.
+
+    Parameters
+    ----------
+    net, ckpt : the model and the checkpoint dict from :func:`knntools.methods.seq2knn.load_checkpoint`
+        (memory rows, memory size and draws, metric are read from the checkpoint)
+    random_state : int, Generator or None   MNkNN memory draws
+
+    Returns
+    -------
+    callable ``rows [m, D] (standardised) -> (vectors float32 [m, K, D], labels int64 [m, K])``:
+    the predicted neighbour vectors ``X_t^P`` and labels (paper §4 "Oversampling").
+    """
+    from knntools.methods import seq2knn as s2k
+    from knntools.utils import as_generator
+
+    rng = as_generator(random_state)
+    mem = (ckpt["memory_x"].numpy(), ckpt["memory_y"].numpy()) if "memory_x" in ckpt else None
+    h = ckpt["hyper"]
+    labeler = s2k.ReferenceLabeler(mem[0], mem[1], metric=str(h.get("metric", "l2"))) if mem is not None and ckpt["model"] == "v2vs" else mem
+
+    def generate(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = s2k.predict(net, rows, name=ckpt["model"], memory=mem, memory_size=int(h.get("memory_size", 64)), reference=labeler,
+                        memory_draws=int(h.get("memory_draws", 5)), random_state=int(rng.integers(0, 2**31 - 1)))
+        return p["step_vectors"], p["step_labels"]
+
+    return generate
+
+
+def oversample(X: np.ndarray, y: np.ndarray, n_classes: int, method: str = "v2vsls", *, model: Any = None, n_neighbors: int = 5,
+               label_from: str = "predicted", max_rounds: int | None = 1, random_state: int = 0, where: str = "labels") -> OversampleResult:
+    """Balance a training set with one of :data:`METHODS`; rows in and out are in the original units.
+
+    ``v2vsls`` / ``mnknn-vec`` (Xu & Klabjan §4 "Oversampling"): the seq2knn checkpoint ``model``
+    predicts K neighbour vectors and labels for the training rows in its standardised space
+    (:func:`model_oversample` with :func:`model_generator`); ``smote`` / ``adasyn``
+    (:func:`imblearn_oversample`) run on the rows standardised with their own mean and std. The
+    synthetic rows are mapped back to the original units.
+
+    Parameters
+    ----------
+    X : float32 [N, D];  y : int64 [N];  n_classes : int
+    method : str, default "v2vsls"   one of :data:`METHODS`
+    model : path of a seq2knn checkpoint, or the ``(net, ckpt, scaler)`` of
+        :func:`knntools.methods.seq2knn.load_checkpoint` — required by the model methods; a v2vsls,
+        v2vs or mnknn-vec model for ``D`` features and ``n_classes`` classes
+    n_neighbors : int, default 5   SMOTE's ``k_neighbors`` / ADASYN's ``n_neighbors``
+    label_from : {"predicted", "source"}   see :func:`model_oversample`
+    max_rounds : int or None, default 1   see :func:`model_oversample`; 0 = None (until balanced)
+    random_state : int, default 0
+    where : str, default "labels"   what ``y`` is, in error messages (e.g. ``"train.h5: labels"``)
+
+    Returns
+    -------
+    OversampleResult   with ``X`` in the original units and ``info`` describing the method
+
+    Raises
+    ------
+    InputError
+        Unknown method, a model method without ``model`` (or SMOTE/ADASYN with one), a checkpoint
+        for other features/classes or without a vector head, too few samples for ``n_neighbors``,
+        a single class, labels out of range.
+    """
+    from knntools.methods import check_labels
+    from knntools.methods import seq2knn as s2k
+
+    method = check_method(method)
+    if label_from not in ("predicted", "source"):
+        raise InputError(f"label_from={label_from!r}: expected predicted or source")
+    X = np.asarray(X, dtype=np.float32)
+    y = check_labels(y, n_classes, where=where)
+    if len(np.unique(y)) < 2:
+        raise InputError(f"{where}: a single class present; expected at least two classes to balance")
+    if method not in MODEL_METHODS:
+        if model is not None:
+            raise InputError(f"model={model}: only used with method v2vsls or mnknn-vec (got method {method})")
+        scaler = s2k.Standardizer(*s2k.stream_moments(X))
+        check_smote_neighbors(y, n_classes, n_neighbors, where=where)
+        res = imblearn_oversample(scaler(X), y, n_classes, method, k_neighbors=n_neighbors, random_state=random_state)
+        res.info = {"n_neighbors": n_neighbors}
+    else:
+        if model is None:
+            raise InputError(f"method={method}: expected model=CHECKPOINT.pt (a {method} checkpoint written by `knntools seq2knn`)")
+        net, ck, scaler = s2k.load_checkpoint(model) if not isinstance(model, tuple) else model
+        where = str(model) if not isinstance(model, tuple) else "checkpoint"
+        if ck["n_features"] != X.shape[1]:
+            raise InputError(f"{where}: checkpoint was trained on {ck['n_features']} features but the rows have {X.shape[1]}; expected a model for this feature dimension")
+        if ck["n_classes"] != n_classes:
+            raise InputError(f"{where}: checkpoint has {ck['n_classes']} classes but the labels have {n_classes}; expected the same classes")
+        if ck["model"] not in s2k.VECTOR_MODELS:
+            raise InputError(f"{where}: model {ck['model']} predicts no feature vectors; expected a v2vsls, v2vs or mnknn-vec checkpoint")
+        generate = model_generator(net, ck, random_state=np.random.default_rng(random_state))
+        res = model_oversample(scaler(X), y, n_classes, generate, label_from=label_from, max_rounds=max_rounds or None, random_state=random_state)
+        h = ck["hyper"]
+        res.info = {"checkpoint": where, "checkpoint_model": ck["model"], "K": int(h["K"]), "lam": h.get("lam"), "alpha": h.get("alpha"),
+                    "max_rounds": max_rounds, "label_from": label_from}
+    res.X = np.concatenate([X, scaler.inverse(res.X[len(y):])]) if len(res.X) > len(y) else X
+    return res
+
+
+def evaluate_oversampling(X: np.ndarray, y: np.ndarray, result: OversampleResult, X_test: np.ndarray, y_test: np.ndarray, n_classes: int,
+                          classifiers: Sequence[str] = ("rf", "ffn", "gb"), *, name: str = "oversampled",
+                          random_state: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+    """Downstream comparison (paper §4, Figure 4): classifiers trained on the original rows and on the
+    oversampled rows, scored on the test rows; everything standardised with the original rows' mean/std.
+
+    Parameters
+    ----------
+    X, y : the original training rows (float32 [N, D]) and labels;  result : from :func:`oversample`
+    X_test, y_test : test rows [M, D] and labels;  n_classes : int
+    classifiers : names from :data:`CLASSIFIERS`;  name : key of the oversampled set
+    random_state : int
+
+    Returns
+    -------
+    ``{"original": {...}, name: {...}}`` as :func:`evaluate_downstream`
+
+    Raises
+    ------
+    InputError
+        Test rows of another width, test labels out of range, unknown classifier.
+    """
+    from knntools.methods import check_labels
+    from knntools.methods import seq2knn as s2k
+
+    y_test = check_labels(y_test, n_classes, where="test labels")
+    if np.asarray(X_test).shape[1] != np.asarray(X).shape[1]:
+        raise InputError(f"test rows have {np.asarray(X_test).shape[1]} features but the training rows have {np.asarray(X).shape[1]}; expected the same width")
+    sc = s2k.Standardizer(*s2k.stream_moments(X))
+    return evaluate_downstream({"original": (sc(X), y), name: (sc(result.X), result.y)}, sc(X_test), y_test, n_classes,
+                               check_classifiers(classifiers), random_state=random_state)

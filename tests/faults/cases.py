@@ -134,8 +134,8 @@ def _input_cases() -> list[Case]:
     add("oversample/model-wrong-checkpoint", _replace(o, "smote", "v2vsls") + ("--model", "@knet.pt"))
     add("oversample/model-train-checkpoint", _replace(o, "smote", "v2vsls") + ("--model", "@m.pt"))
     add("oversample/unknown-method", _replace(o, "smote", "nosuch"))
-    add("oversample/k-neighbors=0", o + ("--k-neighbors", "0"))
-    add("oversample/k-neighbors>N", o + ("--k-neighbors", "100000"))
+    add("oversample/k-neighbors=0", o + ("-k", "0"))
+    add("oversample/k-neighbors>N", o + ("-k", "100000"))
     add("oversample/eval-other-width", o + ("--eval", "@te.h5"))
     add("oversample/wrong-kind", _replace(o, "@feat.h5", "@lab.h5"))
     # ---- dknn --------------------------------------------------------------------------------
