@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from knntools.errors import InputError
+from knntools.methods._splits import validation_split
 
 #: How ``k`` is fed to the network (recorded in checkpoints).
 K_ENCODING = "k / k_scale"
@@ -674,43 +675,6 @@ def distill(
     return DistillResult(model=fit.model, fit=fit, k_range=(int(lo), int(hi)), k_scale=float(range_hi),
                          fixed_k=None if fixed_k is None else int(fixed_k), n_train=n, d=d, n_classes=C,
                          train_accuracy=train_acc, memory=memory_footprint(fit.model, n, d), search_seconds=t_search)
-
-
-def validation_split(labels: np.ndarray, val_fraction: float = 0.1, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Split training rows into fitting rows and a class-stratified validation fraction.
-
-    Parameters
-    ----------
-    labels : ndarray (n,) int64
-        Labels to stratify on (the training labels).
-    val_fraction : float, default 0.1
-        Share of the rows held out, ``0 < val_fraction < 1``; ``round(val_fraction · n)`` rows
-        (at least 1, at most ``n - 1``), class counts proportional to the class frequencies
-        (largest remainders, :func:`knntools.methods.dknn.select_calibration`).
-    seed : int, default 0
-
-    Returns
-    -------
-    fit_rows, val_rows : ndarray int64, sorted, disjoint, together all of ``0..n-1``
-
-    Raises
-    ------
-    InputError
-        ``val_fraction`` outside (0, 1) or fewer than 2 rows.
-    """
-    from knntools.methods.dknn import select_calibration
-
-    y = np.asarray(labels, dtype=np.int64)
-    n = len(y)
-    if not (0.0 < float(val_fraction) < 1.0):
-        raise InputError(f"validation fraction {val_fraction}; expected a number in (0, 1)")
-    if n < 2:
-        raise InputError(f"{n} training rows; expected at least 2 to hold some out for validation")
-    size = min(n - 1, max(1, int(round(float(val_fraction) * n))))
-    val = select_calibration(y, size, "stratified", random_state=int(seed))
-    mask = np.ones(n, dtype=bool)
-    mask[val] = False
-    return np.flatnonzero(mask).astype(np.int64), val
 
 
 @dataclass

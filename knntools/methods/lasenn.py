@@ -45,6 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from knntools.errors import InputError
+from knntools.methods._splits import DEFAULT_VAL_FRACTION, validation_split
 from knntools.search.base import check_k
 from knntools.utils import softmax
 
@@ -59,8 +60,6 @@ DEFAULT_W_Q = 0.88
 W_Q_GRID = (0.0, 0.52, 0.76, 0.88, 0.94, 0.97)
 #: Where ``select_on`` may choose (k, w_q): nowhere (the given values) or a held-out validation split.
 SELECT_ON = ("none", "validation")
-#: Default fraction of the training rows held out for :func:`select_w_q`.
-DEFAULT_VAL_FRACTION = 0.1
 #: The paper's default neighbour layer per architecture (Schneider §4: "For VGG-13, we use as
 #: default, the third last convolutional layer for layer i, while for ResNet-10, we use the output of
 #: the second last 'BasicBlock'"), as named by :mod:`knntools.models.architectures`.
@@ -461,49 +460,6 @@ def main_value(values: Sequence[Any], default: Any) -> Any:
     return default if default in values and len(values) > 1 else values[0]
 
 
-def validation_split(y: np.ndarray, fraction: float = DEFAULT_VAL_FRACTION, seed: Any = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Split training rows into neighbour-index rows and a held-out validation split.
-
-    The validation split is a seeded, class-stratified sample of ``round(fraction * n)`` rows (at
-    least 1) drawn by :func:`knntools.methods.probe.stratified_subsample`; same ``y``, fraction and
-    seed, same split.
-
-    Parameters
-    ----------
-    y : ndarray of shape (n,), int
-        Labels of the training rows (the strata).
-    fraction : float in (0, 1), default 0.1
-    seed : int or numpy Generator, default 0
-
-    Returns
-    -------
-    index_rows : ndarray (n - n_val,), int64, sorted
-    val_rows : ndarray (n_val,), int64, sorted
-
-    Raises
-    ------
-    InputError
-        ``fraction`` outside (0, 1), or a split that leaves no validation or no index row.
-    """
-    from knntools.methods.probe import stratified_subsample
-
-    try:
-        f = float(fraction)
-    except (TypeError, ValueError):
-        raise InputError(f"validation fraction {fraction!r}: expected a number in (0, 1)") from None
-    if not (0.0 < f < 1.0):
-        raise InputError(f"validation fraction {fraction}: expected a number in (0, 1), e.g. 0.1")
-    y = np.asarray(y)
-    n = len(y)
-    n_val = max(1, int(round(f * n)))
-    if n_val >= n:
-        raise InputError(f"validation fraction {fraction} of {n} training rows leaves no row to search; expected more rows or a smaller fraction")
-    val = np.asarray(stratified_subsample(y, n_val, seed), dtype=np.int64)
-    keep = np.ones(n, bool)
-    keep[val] = False
-    return np.flatnonzero(keep).astype(np.int64), val
-
-
 @dataclass
 class Selection:
     """``(k, w_q)`` chosen by :func:`select_w_q` on a held-out validation split of the training rows.
@@ -606,7 +562,7 @@ def select_w_q(
     n = len(y)
     if len(train_logits) != n or X_train.shape[0] != n:
         raise InputError(f"y_train has {n} rows, train_logits {len(train_logits)} and X_train {X_train.shape[0]}; expected one row per training sample")
-    index_rows, val_rows = validation_split(y, val_fraction, val_seed)
+    index_rows, val_rows = validation_split(y, val_fraction, seed=val_seed)
     k_max = max(ks)
     X = np.asarray(X_train)
     logits = np.asarray(train_logits, dtype=np.float64)
