@@ -508,10 +508,7 @@ def select_w_q(
     *,
     val_fraction: float = DEFAULT_VAL_FRACTION,
     val_seed: Any = 0,
-    metric: str = "l2",
-    backend: str = "exact",
-    output: str = "softmax",
-    **search_params: Any,
+    **options: Any,
 ) -> Selection:
     """Choose ``(k, w_q)`` by accuracy on a validation split held out from the training rows.
 
@@ -540,9 +537,9 @@ def select_w_q(
     w_qs : sequence of float in [0, 1], default :data:`W_Q_GRID` (the paper's Table 5 values)
     val_fraction : float in (0, 1), default 0.1
     val_seed : int, default 0
-        Draws the validation split (an hnsw seed goes in ``search_params`` as ``seed``).
-    metric, backend, output, **search_params
-        As :class:`LaSeNN`.
+        Draws the validation split (an hnsw seed goes in ``options`` as ``seed``).
+    **options
+        :class:`LaSeNN`'s settings: ``metric``, ``backend``, ``output`` and search parameters.
 
     Returns
     -------
@@ -566,10 +563,10 @@ def select_w_q(
     k_max = max(ks)
     X = np.asarray(X_train)
     logits = np.asarray(train_logits, dtype=np.float64)
-    model = LaSeNN(k=k_max, metric=metric, backend=backend, output=output, **search_params)
+    model = LaSeNN(k=k_max, **options)
     model.fit(X[index_rows], logits[index_rows])  # k bound checked here, against the indexed rows
     _, idx, _ = model.kneighbors(X[val_rows], None, k_max)
-    q_out = network_outputs(logits[val_rows], output)
+    q_out = network_outputs(logits[val_rows], model.output)
     y_val = y[val_rows]
     table: list[dict[str, Any]] = []
     for k in ks:
@@ -641,10 +638,7 @@ def run_lasenn(
     select_on: str = "none",
     val_fraction: float = DEFAULT_VAL_FRACTION,
     val_seed: Any = 0,
-    metric: str = "l2",
-    backend: str = "exact",
-    output: str = "softmax",
-    **search_params: Any,
+    **options: Any,
 ) -> LaSeNNResult:
     """LaSeNN (Algorithm 1) on a set of queries, with the parameter sweep and the optional selection.
 
@@ -668,7 +662,8 @@ def run_lasenn(
     analyze : bool                                add the Table 2 statistics (needs both labels)
     select_on : {"none", "validation"}, default "none"
     val_fraction : float, default 0.1;  val_seed : int, default 0   the validation split
-    metric, backend, output, **search_params       as :class:`LaSeNN`
+    **options                                      :class:`LaSeNN`'s settings (``metric``, ``backend``,
+                                                   ``output``, search parameters)
 
     Returns
     -------
@@ -684,7 +679,6 @@ def run_lasenn(
 
     if select_on not in SELECT_ON:
         raise InputError(f"select_on {select_on!r}: expected one of {', '.join(SELECT_ON)}")
-    check_output(output)
     ks = list(dict.fromkeys(int(v) for v in (k_sweep if k_sweep else [k])))
     w_qs = list(dict.fromkeys(check_w_q(v) for v in (w_q_sweep if w_q_sweep else [w_q])))
     selection = None
@@ -693,18 +687,17 @@ def run_lasenn(
             raise InputError("selection on validation needs the training labels; expected y_train")
         if len(w_qs) == 1:
             w_qs = list(W_Q_GRID)
-        selection = select_w_q(X_train, train_logits, y_train, ks, w_qs, val_fraction=val_fraction, val_seed=val_seed,
-                               metric=metric, backend=backend, output=output, **search_params)
+        selection = select_w_q(X_train, train_logits, y_train, ks, w_qs, val_fraction=val_fraction, val_seed=val_seed, **options)
         k, w_q = selection.k, selection.w_q
     if analyze and (y_train is None or y_test is None):
         raise InputError("the Table 2 analysis needs the labels of the training rows and of the queries")
     k, w_q = int(k), check_w_q(w_q)
     k_max = max(ks + [k])
     t1 = time.perf_counter()
-    model = LaSeNN(k=k_max, w_q=w_q, metric=metric, backend=backend, output=output, **search_params).fit(X_train, train_logits)
+    model = LaSeNN(k=k_max, w_q=w_q, **options).fit(X_train, train_logits)
     dist, idx, from_fl = model.kneighbors(Q, Q_flipped, k_max)
     search_s = time.perf_counter() - t1
-    q_out = network_outputs(query_logits, output)
+    q_out = network_outputs(query_logits, model.output)
     dnn_pred = np.asarray(query_logits).argmax(1).astype(np.int64)
     scores = lasenn_scores(q_out, model.train_outputs_, idx, k, w_q)
     pred = scores.argmax(1).astype(np.int64)
