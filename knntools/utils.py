@@ -6,7 +6,7 @@ only the CLI calls :func:`seed_everything`.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -60,26 +60,25 @@ def resolve_device(spec: str = "auto") -> Any:
     raise InputError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
 
 
+def _parse_list(text: str, option: str, cast: Callable[[str], Any], what: str, example: str) -> list[Any]:
+    """Comma-separated values of ``text`` through ``cast``; InputError naming ``option`` on bad input."""
+    try:
+        vals = [cast(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"{option} {text!r}: expected comma-separated {what}s, e.g. {example}") from None
+    if not vals:
+        raise InputError(f"{option}: expected at least one {what}")
+    return vals
+
+
 def parse_int_list(text: str, option: str) -> list[int]:
     """Parse ``"1,11,51"`` into ints. Raises InputError naming ``option`` on bad input."""
-    try:
-        vals = [int(t) for t in str(text).split(",") if t.strip()]
-    except ValueError:
-        raise InputError(f"{option} {text!r}: expected comma-separated integers, e.g. 1,11,51") from None
-    if not vals:
-        raise InputError(f"{option}: expected at least one integer")
-    return vals
+    return _parse_list(text, option, int, "integer", "1,11,51")
 
 
 def parse_float_list(text: str, option: str) -> list[float]:
     """Parse ``"0,0.5,0.88"`` into floats. Raises InputError naming ``option`` on bad input."""
-    try:
-        vals = [float(t) for t in str(text).split(",") if t.strip()]
-    except ValueError:
-        raise InputError(f"{option} {text!r}: expected comma-separated numbers, e.g. 0.5,0.88") from None
-    if not vals:
-        raise InputError(f"{option}: expected at least one number")
-    return vals
+    return _parse_list(text, option, float, "number", "0.5,0.88")
 
 
 def parse_range(text: str, option: str) -> tuple[int, int]:

@@ -308,7 +308,7 @@ def shard_files(tmp_path, activations_pair):
 def test_merge_refuses_bad_parts_and_writes_nothing(shard_files):
     tmp_path, parts, outs, test = shard_files
     out = tmp_path / "merged.h5"
-    with pytest.raises(InputError, match=r"shard 1/3 \(base rows \[40, 80\)\): missing"):
+    with pytest.raises(InputError, match=r"shard 1/3 \(base rows \[40, 80\)\) missing before"):
         merge_neighbor_files([outs[0], outs[2]], out)
     with pytest.raises(InputError, match=r"rows \[80, 120\) of 120|shard 2/3"):
         merge_neighbor_files(outs[:2], out)

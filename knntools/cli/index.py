@@ -159,9 +159,7 @@ def _check_modes(backend: str, query: Optional[Path], output: Optional[Path], in
 def _index_destinations(files: Any, data: Path, names: list[str], query: Optional[Path], output: Optional[Path], save_index: bool,
                         backend: str, force: bool) -> dict[str, tuple[Path, Path, Path]]:
     """Where each built index is saved: layer -> (temporary payload, temporary header, final path), all checked now."""
-    from knntools.io.h5 import atomic_path, check_output_path
     from knntools.search import registry
-    from knntools.search.base import header_path
 
     dests: dict[str, Path] = {}
     if query is None or save_index:
@@ -171,12 +169,20 @@ def _index_destinations(files: Any, data: Path, names: list[str], query: Optiona
             dests[names[0]] = output
         else:
             dests = {name: registry.default_index_path(data, name, backend) for name in names}
+    return _open_index_outputs(files, dests, force)
+
+
+def _open_index_outputs(files: Any, dests: dict[Any, Path], force: bool) -> dict[Any, tuple[Path, Path, Path]]:
+    """Check every destination first, then open each atomically: key -> (temporary payload, temporary header, final path)."""
+    from knntools.io.h5 import atomic_path, check_output_path
+    from knntools.search.base import header_path
+
     for dest in dests.values():
         check_output_path(dest, force)
     save = {}
-    for name, dest in dests.items():
+    for key, dest in dests.items():
         tmp_header = files.enter_context(atomic_path(header_path(dest), force=force))
-        save[name] = (files.enter_context(atomic_path(dest, force=force)), tmp_header, dest)
+        save[key] = (files.enter_context(atomic_path(dest, force=force)), tmp_header, dest)
     return save
 
 
@@ -206,10 +212,9 @@ def _index_parts(shards: Any, set_uuid: str, data: list[Path], *, layers: str, q
     """``knntools index`` on several shards: one index per shard beside its part, or a search across them (global rows)."""
     import contextlib
 
-    from knntools.io.h5 import KFile, atomic_path, check_output_path
+    from knntools.io.h5 import KFile, check_output_path
     from knntools.io.neighbors import write_neighbors
     from knntools.search import registry
-    from knntools.search.base import header_path
     from knntools.search.files import check_shards, index_shards, search_shards
 
     for flag, value in (("--index", index), ("--save-index", save_index or None), ("--check-recall", check_recall)):
@@ -226,13 +231,8 @@ def _index_parts(shards: Any, set_uuid: str, data: list[Path], *, layers: str, q
             if output is not None:
                 raise InputError("-o: with several shards each shard's index is saved beside its part; omit -o (or give --query FILE -o OUT)")
             todo = {(pos, name): registry.default_index_path(info.path, name, backend) for pos, info in enumerate(shards) for name in names}
-            for dest in todo.values():
-                check_output_path(dest, force)
-            save = {}
-            for key, dest in todo.items():
-                tmp_header = files.enter_context(atomic_path(header_path(dest), force=force))
-                save[key] = (files.enter_context(atomic_path(dest, force=force)), tmp_header, dest)
-                dests.append(dest)
+            save = _open_index_outputs(files, todo, force)
+            dests.extend(todo.values())
             found = index_shards(shards, kfs, names, save, backend=backend, metric=metric, params=params, log=out.info)
         else:
             if output is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -71,6 +71,7 @@ def oversample_cli(
 
     import numpy as np
 
+    from knntools.cli._knn_options import data_layer, open_eval
     from knntools.cli.seq2knn import core_errors_as_flags
     from knntools.io.atomic import check_output_path
     from knntools.io.h5 import KFile
@@ -84,10 +85,11 @@ def oversample_cli(
     check_output_path(output, force)
     t0 = time.perf_counter()
     with KFile(train, ("features", "activations")) as kf, contextlib.ExitStack() as stack:
-        lname = kf.resolve_layers("features" if kf.kind == "features" else layer, single=True)[0]
+        lname = data_layer(kf, layer)
         X, y = kf.read_layer(lname), kf.read_labels("labels")  # finite- and range-checked
         C = kf.n_classes or int(y.max()) + 1
-        kt, Xt, yt = _open_eval(stack, eval_file, kf, lname, C)
+        kt, tl = open_eval(stack, eval_file, kf, lname, n_classes=C)
+        Xt, yt = (kt.read_layer(tl), kt.truth_labels()) if kt is not None else (None, None)
         classes = kf.classes or [str(i) for i in range(C)]
         fnames = [str(c) for c in (kf.attrs.get("feature_names") or [])] if kf.kind == "features" else []
         ids, parents = kf.ids(), [kf.uuid] + ([kt.uuid] if kt is not None else [])
@@ -119,21 +121,3 @@ def oversample_cli(
                   [(c, ev["original"][c]["macro_f1"], ev[method][c]["macro_f1"]) for c in clf_names])
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     out.result(summary, output)
-
-
-def _open_eval(stack: contextlib.ExitStack, eval_file: Optional[Path], kf: Any, lname: str, n_classes: int) -> tuple[Any, Any, Any]:
-    """Read --eval's rows and ground-truth labels, checked against TRAIN (width, label range) → (KFile, X, y)."""
-    from knntools.errors import InputError
-    from knntools.io.h5 import KFile
-
-    if eval_file is None:
-        return None, None, None
-    kt = stack.enter_context(KFile(eval_file, kf.kind))
-    tl = kt.resolve_layers("features" if kt.kind == "features" else lname, single=True)[0]
-    D = kf.layer_dim(lname)
-    if kt.layer_dim(tl) != D:
-        raise InputError(f"{eval_file}: {tl} has {kt.layer_dim(tl)} features but {kf.path} has {D}; expected the same width")
-    yt = kt.truth_labels()
-    if yt.size and yt.max() >= n_classes:
-        raise InputError(f"{eval_file}: labels reach {yt.max()}; expected labels in [0, {n_classes}) as in {kf.path}")
-    return kt, kt.read_layer(tl), yt

@@ -112,6 +112,7 @@ def seq2knn_cli(
 ) -> None:
     import time
 
+    from knntools.cli._knn_options import data_layer, open_eval
     from knntools.io.h5 import KFile
     from knntools.methods import seq2knn as s2k
 
@@ -121,8 +122,9 @@ def seq2knn_cli(
     dev, params = _torch_setup(backend, device, seed, num_threads)
     t0 = time.perf_counter()
     with KFile(train, ("features", "activations")) as kf, contextlib.ExitStack() as stack:
-        lname = kf.resolve_layers("features" if kf.kind == "features" else layer, single=True)[0]
-        kt, X_test, y_test = _open_eval(stack, eval_file, kf, lname)
+        lname = data_layer(kf, layer)
+        kt, tl = open_eval(stack, eval_file, kf, lname)
+        X_test, y_test = (kt.layer(tl), kt.truth_labels()) if kt is not None else (None, None)
         y = kf.read_labels("labels")
         C = kf.n_classes or int(y.max()) + 1
         with out.progress(f"train {name}", total=epochs) as advance, core_errors_as_flags(FLAGS):
@@ -176,23 +178,6 @@ def _torch_setup(backend: str, device: str, seed: int, num_threads: int) -> tupl
         torch.set_num_threads(num_threads)
     params = search_params(backend, num_threads=num_threads or None, seed=seed, device=device if backend == "exact" else None)
     return resolve_device(device), params
-
-
-def _open_eval(stack: contextlib.ExitStack, eval_file: Optional[Path], kf: Any, lname: str) -> tuple[Any, Any, Any]:
-    """Open --eval and check it against TRAIN (same width and classes) → (KFile, layer dataset, ground-truth labels)."""
-    from knntools.errors import InputError
-    from knntools.io.h5 import KFile
-
-    if eval_file is None:
-        return None, None, None
-    kt = stack.enter_context(KFile(eval_file, kf.kind))
-    tl = kt.resolve_layers("features" if kt.kind == "features" else lname, single=True)[0]
-    D = kf.layer_dim(lname)
-    if kt.layer_dim(tl) != D:
-        raise InputError(f"{eval_file}: {tl} has {kt.layer_dim(tl)} features but {kf.path} has {D}; expected the same width")
-    if kf.classes and kt.classes and kf.classes != kt.classes:
-        raise InputError(f"{eval_file}: classes {kt.classes} differ from {kf.path}'s {kf.classes}; expected the same classes")
-    return kt, kt.layer(tl), kt.truth_labels()
 
 
 def _summary(run: Any, output: Path, train: Path, lname: str, seed: int) -> dict:

@@ -1,10 +1,12 @@
 """The methods: each module computes on arrays (no files opened, nothing printed) and is usable from Python.
 
-This package's own namespace holds the array checks shared by the methods:
+This package's own namespace holds the array checks and the validation split shared by the methods:
 
 * :func:`check_labels` — THE check of an in-memory label array (integer dtype, values in
   ``[0, n_classes)``). Methods call it on arrays handed to them; labels read from a file are checked
   by :meth:`knntools.io.h5.KFile.read_labels` (the file format's own check, naming the file).
+* :func:`validation_split` — THE held-out, class-stratified share of the training rows on which
+  LaSeNN's ``(k, w_q)`` and kNet's k are chosen (``--select-on validation``).
 
 Importing this package is cheap (numpy only); each method module imports torch / scikit-learn
 lazily.
@@ -15,7 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from knntools.errors import InputError
-__all__ = ["check_labels"]
+from knntools.methods._splits import DEFAULT_VAL_FRACTION, validation_split
+
+__all__ = ["DEFAULT_VAL_FRACTION", "check_labels", "validation_split"]
 
 
 def check_labels(y: np.ndarray, n_classes: int, where: str = "labels") -> np.ndarray:

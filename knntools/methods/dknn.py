@@ -976,17 +976,11 @@ def run_dknn(
     calibration: int = DEFAULT_CALIBRATION,
     calibration_mode: str = "first",
     calibrate_on_attacked: bool = False,
-    backend: str = "exact",
-    metric: str = "l2",
-    normalize: bool = True,
-    center: bool = False,
-    p_value: str = "smoothed",
-    drop_zero_calibration: bool = False,
-    search_params: Mapping[str, Any] | None = None,
     indexes: Sequence[str] = (),
     seed: int = 0,
     on_start: Callable[[DkNNRun], None] | None = None,
     on_layer: Callable[[str, dict[str, float]], None] | None = None,
+    **options: Any,
 ) -> DkNNRun:
     """DkNN (Algorithm 1) on activation files: validate, calibrate, search every layer, predict.
 
@@ -1005,7 +999,6 @@ def run_dknn(
     calibrate_on_attacked : bool, default False
         Allow calibration rows of ``evaluate`` when its ``attack`` attribute records an attack
         (refused otherwise: the paper calibrates on clean held-out data).
-    backend, metric, normalize, center, p_value, drop_zero_calibration, search_params : see :class:`DkNN`
     indexes : sequence of str
         Prebuilt indexes ``"[LAYER=]PATH"`` (:func:`check_dknn_indexes`).
     seed : int, default 0
@@ -1014,6 +1007,10 @@ def run_dknn(
         Called once every input is validated, before the search (for progress reports).
     on_layer : callable(layer, {"read_s", "search_s"}), optional
         Called after each layer's search.
+    **options
+        The model's settings, passed to :class:`DkNN` with its defaults: ``backend``
+        ("exact"), ``metric`` ("l2"), ``normalize`` (True), ``center`` (False), ``p_value``
+        ("smoothed"), ``drop_zero_calibration`` (False), ``search_params``.
 
     Returns
     -------
@@ -1035,7 +1032,8 @@ def run_dknn(
     from knntools.search.base import check_k
 
     tr, ev, cf = train, evaluate, calibration_file
-    plan = search_plan(metric, normalize, center)
+    model = DkNN(k, **options)  # validates the settings
+    plan = model.plan()
     layer_names = tr.resolve_layers(layers)
     for other in (ev, cf):
         if other is not None:
@@ -1068,13 +1066,11 @@ def run_dknn(
     if on_start is not None:
         on_start(run)
 
-    if backend == "exact":
+    if model.backend == "exact":
         import torch  # noqa: F401  (imported here so its import time is not counted as search time)
     t0 = time.perf_counter()
     prebuilt = {name: load_index(p) for name, p in index_paths.items()}
     run.load_index_s = time.perf_counter() - t0
-    model = DkNN(k, backend=backend, metric=metric, normalize=normalize, center=center, p_value=p_value,
-                 drop_zero_calibration=drop_zero_calibration, search_params=search_params)
     model.fit({name: tr.layer(name) for name in layer_names}, y_train, n_classes=n_classes, indexes=prebuilt, build=False)
     train_ids = tr.ids()
     cal_labels: dict[str, np.ndarray] = {}

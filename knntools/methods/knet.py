@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from knntools.errors import InputError
+from knntools.methods._splits import DEFAULT_VAL_FRACTION, validation_split
 
 #: How ``k`` is fed to the network (recorded in checkpoints).
 K_ENCODING = "k / k_scale"
@@ -590,14 +591,7 @@ def distill(
     backend: str = "exact",
     metric: str = "l2",
     search_params: Mapping[str, Any] | None = None,
-    hidden: int | None = None,
-    epochs: int = 30,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
-    seed: int = 0,
-    device: Any = "cpu",
-    callback: Any = None,
+    **train: Any,
 ) -> DistillResult:
     """Distil kNN on an embedding into a kNet (paper §3–§4): neighbours, vote targets, training.
 
@@ -623,8 +617,10 @@ def distill(
     index : NeighborIndex or None
         A fitted index over ``X`` (e.g. loaded from disk); default: built here with ``backend``,
         ``metric`` and ``search_params`` (:func:`knntools.search.fit_index`).
-    hidden, epochs, batch_size, lr, weight_decay, seed, device, callback
-        As in :func:`fit_knet` (defaults ``ceil(d / 16)``, 30, 128, 1e-3, 0, 0, "cpu").
+    **train
+        The training settings, passed on to :func:`fit_knet` with its defaults: ``hidden``
+        (``ceil(d / 16)``), ``epochs`` (30), ``batch_size`` (128), ``lr`` (1e-3), ``weight_decay``
+        (0), ``seed`` (0), ``device`` ("cpu"), ``num_threads`` (1), ``callback``.
 
     Returns
     -------
@@ -666,51 +662,12 @@ def distill(
     nb = training_neighbors(idx, hi, include_self=include_self)
     t_search = time.perf_counter() - t0
     cum = cumulative_votes(neighbor_labels_from_indices(nb, y), C)
-    fit = fit_knet(X, cum, k_range=(range_lo, range_hi), fixed_k=fixed_k, k_scale=float(range_hi), hidden=hidden,
-                   epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, device=device,
-                   callback=callback)
+    fit = fit_knet(X, cum, k_range=(range_lo, range_hi), fixed_k=fixed_k, k_scale=float(range_hi), **train)
     with torch.no_grad():
         train_acc = accuracy(predict_proba(fit.model, X, hi).argmax(1), y)
     return DistillResult(model=fit.model, fit=fit, k_range=(int(lo), int(hi)), k_scale=float(range_hi),
                          fixed_k=None if fixed_k is None else int(fixed_k), n_train=n, d=d, n_classes=C,
                          train_accuracy=train_acc, memory=memory_footprint(fit.model, n, d), search_seconds=t_search)
-
-
-def validation_split(labels: np.ndarray, val_fraction: float = 0.1, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Split training rows into fitting rows and a class-stratified validation fraction.
-
-    Parameters
-    ----------
-    labels : ndarray (n,) int64
-        Labels to stratify on (the training labels).
-    val_fraction : float, default 0.1
-        Share of the rows held out, ``0 < val_fraction < 1``; ``round(val_fraction · n)`` rows
-        (at least 1, at most ``n - 1``), class counts proportional to the class frequencies
-        (largest remainders, :func:`knntools.methods.dknn.select_calibration`).
-    seed : int, default 0
-
-    Returns
-    -------
-    fit_rows, val_rows : ndarray int64, sorted, disjoint, together all of ``0..n-1``
-
-    Raises
-    ------
-    InputError
-        ``val_fraction`` outside (0, 1) or fewer than 2 rows.
-    """
-    from knntools.methods.dknn import select_calibration
-
-    y = np.asarray(labels, dtype=np.int64)
-    n = len(y)
-    if not (0.0 < float(val_fraction) < 1.0):
-        raise InputError(f"validation fraction {val_fraction}; expected a number in (0, 1)")
-    if n < 2:
-        raise InputError(f"{n} training rows; expected at least 2 to hold some out for validation")
-    size = min(n - 1, max(1, int(round(float(val_fraction) * n))))
-    val = select_calibration(y, size, "stratified", random_state=int(seed))
-    mask = np.ones(n, dtype=bool)
-    mask[val] = False
-    return np.flatnonzero(mask).astype(np.int64), val
 
 
 @dataclass
@@ -752,22 +709,15 @@ def select_k(
     labels: np.ndarray,
     ks: Any,
     *,
-    val_fraction: float = 0.1,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,
     n_classes: int | None = None,
-    k_range: tuple[int, int] = DEFAULT_K_RANGE,
-    fixed_k: int | None = None,
-    include_self: bool = False,
     backend: str = "exact",
     metric: str = "l2",
     search_params: Mapping[str, Any] | None = None,
-    hidden: int | None = None,
-    epochs: int = 30,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
     train_seed: int = 0,
     device: Any = "cpu",
+    **settings: Any,
 ) -> KSelection:
     """Pick kNet's k from ``ks`` by accuracy on a held-out stratified fraction of the TRAINING rows.
 
@@ -800,9 +750,14 @@ def select_k(
     val_fraction : float, default 0.1
     seed : int, default 0
         Seed of the split.
-    n_classes, k_range, fixed_k, include_self, backend, metric, search_params, hidden, epochs,
-    batch_size, lr, weight_decay, device
-        As in :func:`distill`; ``train_seed`` is its ``seed``.
+    n_classes, backend, metric, search_params, device
+        As in :func:`distill`.
+    train_seed : int, default 0
+        :func:`distill`'s ``seed``.
+    **settings
+        The training settings, passed on to :func:`distill` with its defaults: ``k_range``,
+        ``fixed_k``, ``include_self``, ``hidden``, ``epochs``, ``batch_size``, ``lr``,
+        ``weight_decay`` (a checkpoint's: :func:`training_settings`).
 
     Returns
     -------
@@ -829,9 +784,7 @@ def select_k(
         raise InputError(f"kNN over the {len(fit_rows)} fitting rows (validation rows held out): {exc}") from None
     Xf, Xv = X[fit_rows], X[val_rows]
     idx = _neighbor_index(Xf, None, backend, metric, search_params)
-    res = distill(Xf, y[fit_rows], n_classes=C, k_range=k_range, fixed_k=fixed_k, include_self=include_self, index=idx,
-                  hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=train_seed,
-                  device=device)
+    res = distill(Xf, y[fit_rows], n_classes=C, index=idx, seed=train_seed, device=device, **settings)
     _, nb = idx.kneighbors(Xv, max(cand))
     nl = neighbor_labels_from_indices(nb, y[fit_rows])
     yv = y[val_rows]

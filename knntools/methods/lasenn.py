@@ -45,6 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from knntools.errors import InputError
+from knntools.methods._splits import DEFAULT_VAL_FRACTION, validation_split
 from knntools.search.base import check_k
 from knntools.utils import softmax
 
@@ -59,8 +60,6 @@ DEFAULT_W_Q = 0.88
 W_Q_GRID = (0.0, 0.52, 0.76, 0.88, 0.94, 0.97)
 #: Where ``select_on`` may choose (k, w_q): nowhere (the given values) or a held-out validation split.
 SELECT_ON = ("none", "validation")
-#: Default fraction of the training rows held out for :func:`select_w_q`.
-DEFAULT_VAL_FRACTION = 0.1
 #: The paper's default neighbour layer per architecture (Schneider §4: "For VGG-13, we use as
 #: default, the third last convolutional layer for layer i, while for ResNet-10, we use the output of
 #: the second last 'BasicBlock'"), as named by :mod:`knntools.models.architectures`.
@@ -461,49 +460,6 @@ def main_value(values: Sequence[Any], default: Any) -> Any:
     return default if default in values and len(values) > 1 else values[0]
 
 
-def validation_split(y: np.ndarray, fraction: float = DEFAULT_VAL_FRACTION, seed: Any = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Split training rows into neighbour-index rows and a held-out validation split.
-
-    The validation split is a seeded, class-stratified sample of ``round(fraction * n)`` rows (at
-    least 1) drawn by :func:`knntools.methods.probe.stratified_subsample`; same ``y``, fraction and
-    seed, same split.
-
-    Parameters
-    ----------
-    y : ndarray of shape (n,), int
-        Labels of the training rows (the strata).
-    fraction : float in (0, 1), default 0.1
-    seed : int or numpy Generator, default 0
-
-    Returns
-    -------
-    index_rows : ndarray (n - n_val,), int64, sorted
-    val_rows : ndarray (n_val,), int64, sorted
-
-    Raises
-    ------
-    InputError
-        ``fraction`` outside (0, 1), or a split that leaves no validation or no index row.
-    """
-    from knntools.methods.probe import stratified_subsample
-
-    try:
-        f = float(fraction)
-    except (TypeError, ValueError):
-        raise InputError(f"validation fraction {fraction!r}: expected a number in (0, 1)") from None
-    if not (0.0 < f < 1.0):
-        raise InputError(f"validation fraction {fraction}: expected a number in (0, 1), e.g. 0.1")
-    y = np.asarray(y)
-    n = len(y)
-    n_val = max(1, int(round(f * n)))
-    if n_val >= n:
-        raise InputError(f"validation fraction {fraction} of {n} training rows leaves no row to search; expected more rows or a smaller fraction")
-    val = np.asarray(stratified_subsample(y, n_val, seed), dtype=np.int64)
-    keep = np.ones(n, bool)
-    keep[val] = False
-    return np.flatnonzero(keep).astype(np.int64), val
-
-
 @dataclass
 class Selection:
     """``(k, w_q)`` chosen by :func:`select_w_q` on a held-out validation split of the training rows.
@@ -552,10 +508,7 @@ def select_w_q(
     *,
     val_fraction: float = DEFAULT_VAL_FRACTION,
     val_seed: Any = 0,
-    metric: str = "l2",
-    backend: str = "exact",
-    output: str = "softmax",
-    **search_params: Any,
+    **options: Any,
 ) -> Selection:
     """Choose ``(k, w_q)`` by accuracy on a validation split held out from the training rows.
 
@@ -584,9 +537,9 @@ def select_w_q(
     w_qs : sequence of float in [0, 1], default :data:`W_Q_GRID` (the paper's Table 5 values)
     val_fraction : float in (0, 1), default 0.1
     val_seed : int, default 0
-        Draws the validation split (an hnsw seed goes in ``search_params`` as ``seed``).
-    metric, backend, output, **search_params
-        As :class:`LaSeNN`.
+        Draws the validation split (an hnsw seed goes in ``options`` as ``seed``).
+    **options
+        :class:`LaSeNN`'s settings: ``metric``, ``backend``, ``output`` and search parameters.
 
     Returns
     -------
@@ -606,14 +559,14 @@ def select_w_q(
     n = len(y)
     if len(train_logits) != n or X_train.shape[0] != n:
         raise InputError(f"y_train has {n} rows, train_logits {len(train_logits)} and X_train {X_train.shape[0]}; expected one row per training sample")
-    index_rows, val_rows = validation_split(y, val_fraction, val_seed)
+    index_rows, val_rows = validation_split(y, val_fraction, seed=val_seed)
     k_max = max(ks)
     X = np.asarray(X_train)
     logits = np.asarray(train_logits, dtype=np.float64)
-    model = LaSeNN(k=k_max, metric=metric, backend=backend, output=output, **search_params)
+    model = LaSeNN(k=k_max, **options)
     model.fit(X[index_rows], logits[index_rows])  # k bound checked here, against the indexed rows
     _, idx, _ = model.kneighbors(X[val_rows], None, k_max)
-    q_out = network_outputs(logits[val_rows], output)
+    q_out = network_outputs(logits[val_rows], model.output)
     y_val = y[val_rows]
     table: list[dict[str, Any]] = []
     for k in ks:
@@ -685,10 +638,7 @@ def run_lasenn(
     select_on: str = "none",
     val_fraction: float = DEFAULT_VAL_FRACTION,
     val_seed: Any = 0,
-    metric: str = "l2",
-    backend: str = "exact",
-    output: str = "softmax",
-    **search_params: Any,
+    **options: Any,
 ) -> LaSeNNResult:
     """LaSeNN (Algorithm 1) on a set of queries, with the parameter sweep and the optional selection.
 
@@ -712,7 +662,8 @@ def run_lasenn(
     analyze : bool                                add the Table 2 statistics (needs both labels)
     select_on : {"none", "validation"}, default "none"
     val_fraction : float, default 0.1;  val_seed : int, default 0   the validation split
-    metric, backend, output, **search_params       as :class:`LaSeNN`
+    **options                                      :class:`LaSeNN`'s settings (``metric``, ``backend``,
+                                                   ``output``, search parameters)
 
     Returns
     -------
@@ -728,7 +679,6 @@ def run_lasenn(
 
     if select_on not in SELECT_ON:
         raise InputError(f"select_on {select_on!r}: expected one of {', '.join(SELECT_ON)}")
-    check_output(output)
     ks = list(dict.fromkeys(int(v) for v in (k_sweep if k_sweep else [k])))
     w_qs = list(dict.fromkeys(check_w_q(v) for v in (w_q_sweep if w_q_sweep else [w_q])))
     selection = None
@@ -737,18 +687,17 @@ def run_lasenn(
             raise InputError("selection on validation needs the training labels; expected y_train")
         if len(w_qs) == 1:
             w_qs = list(W_Q_GRID)
-        selection = select_w_q(X_train, train_logits, y_train, ks, w_qs, val_fraction=val_fraction, val_seed=val_seed,
-                               metric=metric, backend=backend, output=output, **search_params)
+        selection = select_w_q(X_train, train_logits, y_train, ks, w_qs, val_fraction=val_fraction, val_seed=val_seed, **options)
         k, w_q = selection.k, selection.w_q
     if analyze and (y_train is None or y_test is None):
         raise InputError("the Table 2 analysis needs the labels of the training rows and of the queries")
     k, w_q = int(k), check_w_q(w_q)
     k_max = max(ks + [k])
     t1 = time.perf_counter()
-    model = LaSeNN(k=k_max, w_q=w_q, metric=metric, backend=backend, output=output, **search_params).fit(X_train, train_logits)
+    model = LaSeNN(k=k_max, w_q=w_q, **options).fit(X_train, train_logits)
     dist, idx, from_fl = model.kneighbors(Q, Q_flipped, k_max)
     search_s = time.perf_counter() - t1
-    q_out = network_outputs(query_logits, output)
+    q_out = network_outputs(query_logits, model.output)
     dnn_pred = np.asarray(query_logits).argmax(1).astype(np.int64)
     scores = lasenn_scores(q_out, model.train_outputs_, idx, k, w_q)
     pred = scores.argmax(1).astype(np.int64)

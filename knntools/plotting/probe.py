@@ -33,6 +33,25 @@ def _splits(cols: Mapping[str, np.ndarray]) -> list[str]:
     return [s for s in ("train", "test") if s in present] + [s for s in present if s not in ("train", "test")]
 
 
+def _keys(cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``layer``, ``classifier`` and ``split`` columns as string arrays."""
+    return tuple(np.asarray([str(v) for v in cols[name]]) for name in ("layer", "classifier", "split"))
+
+
+def _style_panel(ax: Any, label: str, split: str, *, legend: bool) -> None:
+    ax.set_ylabel(label, fontsize=8)
+    ax.set_title(split, fontsize=9)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=7)
+
+
+def _finish(fig: Any, title: str | None) -> Any:
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def plot_layers(cols: Mapping[str, np.ndarray], *, title: str | None = None) -> Any:
     """Figure 4 style: accuracy / P_SAME / D_KL (rows) against layer depth, train and test (columns).
 
@@ -42,9 +61,7 @@ def plot_layers(cols: Mapping[str, np.ndarray], *, title: str | None = None) -> 
     splits = _splits(cols)
     fig, axes = _figure(len(METRICS), len(splits), width=max(4.2, 0.55 * len(layers) + 2.0))
     x = np.arange(len(layers))
-    lay = np.asarray([str(v) for v in cols["layer"]])
-    clf = np.asarray([str(v) for v in cols["classifier"]])
-    spl = np.asarray([str(v) for v in cols["split"]])
+    lay, clf, spl = _keys(cols)
     for j, split in enumerate(splits):
         for i, (metric, label) in enumerate(METRICS):
             ax = axes[i, j]
@@ -61,14 +78,8 @@ def plot_layers(cols: Mapping[str, np.ndarray], *, title: str | None = None) -> 
                     ax.plot(x, ys, marker="o", ms=3, color=COLORS.get(c), label=LABELS.get(c, c))
             ax.set_xticks(x)
             ax.set_xticklabels(layers, rotation=45, ha="right", fontsize=7)
-            ax.set_ylabel(label, fontsize=8)
-            ax.set_title(f"{split}", fontsize=9)
-            ax.grid(alpha=0.3)
-            if i == 0 and j == 0:
-                ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+            _style_panel(ax, label, split, legend=i == 0 and j == 0)
+    return _finish(fig, title)
 
 
 def plot_curves(cols: Mapping[str, np.ndarray], *, title: str | None = None, memorization: Mapping[str, float | None] | None = None) -> Any:
@@ -80,9 +91,7 @@ def plot_curves(cols: Mapping[str, np.ndarray], *, title: str | None = None, mem
     splits = _splits(cols)
     fig, axes = _figure(len(METRICS), len(splits))
     step = np.asarray(cols["step"], dtype=np.float64)
-    lay = np.asarray([str(v) for v in cols["layer"]])
-    clf = np.asarray([str(v) for v in cols["classifier"]])
-    spl = np.asarray([str(v) for v in cols["split"]])
+    lay, clf, spl = _keys(cols)
     layers = list(dict.fromkeys(lay))
     for j, split in enumerate(splits):
         for i, (metric, label) in enumerate(METRICS):
@@ -102,14 +111,8 @@ def plot_curves(cols: Mapping[str, np.ndarray], *, title: str | None = None, mem
                 if s is not None:
                     ax.axvline(s, color="gray", ls="--", lw=0.8)
             ax.set_xlabel("training step", fontsize=8)
-            ax.set_ylabel(label, fontsize=8)
-            ax.set_title(split, fontsize=9)
-            ax.grid(alpha=0.3)
-            if i == 0 and j == 0:
-                ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+            _style_panel(ax, label, split, legend=i == 0 and j == 0)
+    return _finish(fig, title)
 
 
 def save_png(fig: Any, path: Any, *, force: bool = False, dpi: int = 110) -> None:

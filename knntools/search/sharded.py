@@ -35,7 +35,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -92,7 +92,8 @@ class ShardPart:
         return self.row_start + self.n_rows
 
 
-def check_contiguous(ranges: Sequence[tuple[int, int]], names: Sequence[str], total_rows: int | None = None, *, start: int = 0) -> None:
+def check_contiguous(ranges: Sequence[tuple[int, int]], names: Sequence[str], total_rows: int | None = None, *, start: int = 0,
+                     gap: Callable[[int, int], str] | None = None) -> None:
     """Check that row ranges, in order, tile ``[start, total_rows)`` without gap or overlap.
 
     Parameters
@@ -105,6 +106,9 @@ def check_contiguous(ranges: Sequence[tuple[int, int]], names: Sequence[str], to
         Rows of the full split (default: the last ``row_stop``).
     start : int, default 0
         First row expected (a subset of a split's shards may start later).
+    gap : callable(lo, hi) -> str, optional
+        Names missing rows ``[lo, hi)`` in messages (e.g. the shard that holds them); default
+        ``"rows [lo, hi)"``.
 
     Raises
     ------
@@ -112,16 +116,19 @@ def check_contiguous(ranges: Sequence[tuple[int, int]], names: Sequence[str], to
         A gap (rows no part holds: a missing shard), an overlap, or ranges that stop short of or
         beyond ``total_rows``.
     """
+    def rows(lo: int, hi: int) -> str:
+        return gap(lo, hi) if gap is not None else f"rows [{lo}, {hi})"
+
     expected = start
     for (lo, hi), name in zip(ranges, names):
         if lo > expected:
-            raise InputError(f"rows [{expected}, {lo}) missing before {name}: expected a shard holding them (a shard is missing)")
+            raise InputError(f"{rows(expected, lo)} missing before {name}: expected a shard holding them (a shard is missing)")
         if lo < expected:
             raise InputError(f"{name}: rows [{lo}, {hi}) overlap rows already held by an earlier shard (up to {expected}); expected non-overlapping shards")
         expected = hi
     if total_rows is not None and expected != total_rows:
         if expected < total_rows:
-            raise InputError(f"rows [{expected}, {total_rows}) of {total_rows} missing after {names[-1] if names else 'the shards'}: expected a shard holding them (a shard is missing)")
+            raise InputError(f"{rows(expected, total_rows)} of {total_rows} missing after {names[-1] if names else 'the shards'}: expected a shard holding them (a shard is missing)")
         raise InputError(f"{names[-1]}: rows reach {expected}, beyond the {total_rows} rows of the split")
 
 
@@ -654,16 +661,8 @@ def merge_neighbor_files(paths: Sequence[str | os.PathLike], output: str | os.Pa
         files.sort(key=lambda kf: int(kf.attrs["base_row_start"]))
         total = int(first.attrs["base_total_rows"])
         count = int(first.attrs["base_shard_count"])
-        by_start = [(int(kf.attrs["base_row_start"]), int(kf.attrs["base_row_stop"])) for kf in files]
-        expected = 0
-        for (start, stop), kf in zip(by_start, files):
-            if start > expected:
-                raise InputError(f"{_missing_shard(expected, start, total, count)}: missing; expected its neighbours file before {kf.path}")
-            if start < expected:
-                raise InputError(f"{kf.path}: base rows [{start}, {stop}) overlap an earlier shard's (up to {expected}); expected non-overlapping shards")
-            expected = stop
-        if expected < total:
-            raise InputError(f"{_missing_shard(expected, total, total, count)}: missing; expected its neighbours file")
+        check_contiguous([(int(kf.attrs["base_row_start"]), int(kf.attrs["base_row_stop"])) for kf in files], [str(kf.path) for kf in files],
+                         total, gap=lambda lo, hi: _missing_shard(lo, hi, total, count))
         layers = [str(n) for n in first.attrs.get("layers") or []]
         k = int(first.attrs["k"])
         nq = first.n_samples

@@ -104,12 +104,13 @@ from knntools.methods.seq2knn.targets import (
     nearest_in_rows,
     out_of_core_neighbors,
 )
-from knntools.methods.seq2knn.training import TrainResult, macro_f1, predict, train_model
+from knntools.methods.seq2knn.training import ModelSettings, TrainResult, macro_f1, predict, train_model
 
 __all__ = [
-    "CHECKPOINT_BANK_ROWS", "CHECKPOINT_FORMAT", "CHECKPOINT_KIND", "CHECKPOINT_VERSION", "DEFAULTS", "LABEL_MODELS", "MEMORY_MODELS", "MODELS",
-    "OVERSAMPLE_DEFAULTS", "VECTOR_MODELS", "ReferenceLabeler", "RowView", "Seq2KNNRun", "Standardizer", "SubsetRows", "TrainResult",
-    "build_model", "check_labels", "check_model_name", "checkpoint_dict", "combined_loss", "fit_seq2knn", "full_neighbors",
-    "kl_divergence", "knn_predict", "knn_predict_batch", "knn_vote", "label_loss", "load_checkpoint", "macro_f1", "nearest_in_rows",
-    "out_of_core_neighbors", "predict", "split_validation", "stream_moments", "take_rows", "train_model", "vector_loss",
+    "CHECKPOINT_BANK_ROWS", "CHECKPOINT_FORMAT", "CHECKPOINT_KIND", "CHECKPOINT_VERSION", "DEFAULTS", "LABEL_MODELS",
+    "MEMORY_MODELS", "MODELS", "ModelSettings", "OVERSAMPLE_DEFAULTS", "VECTOR_MODELS", "ReferenceLabeler", "RowView",
+    "Seq2KNNRun", "Standardizer", "SubsetRows", "TrainResult", "build_model", "check_labels", "check_model_name",
+    "checkpoint_dict", "combined_loss", "fit_seq2knn", "full_neighbors", "kl_divergence", "knn_predict", "knn_predict_batch",
+    "knn_vote", "label_loss", "load_checkpoint", "macro_f1", "nearest_in_rows", "out_of_core_neighbors", "predict",
+    "split_validation", "stream_moments", "take_rows", "train_model", "vector_loss",
 ]

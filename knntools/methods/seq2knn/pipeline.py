@@ -10,7 +10,7 @@ validation macro F1).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -20,7 +20,7 @@ from knntools.methods import check_labels
 from knntools.methods.seq2knn.data import RowView, Standardizer, stream_moments, take_rows
 from knntools.methods.seq2knn.models import check_model_name
 from knntools.methods.seq2knn.targets import full_neighbors, knn_predict, knn_predict_batch, out_of_core_neighbors
-from knntools.methods.seq2knn.training import TrainResult, macro_f1, predict, train_model
+from knntools.methods.seq2knn.training import ModelSettings, TrainResult, macro_f1, predict, train_model
 
 
 def split_validation(y: np.ndarray, n_classes: int, val_size: float = 0.1, *, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -118,19 +118,8 @@ def fit_seq2knn(
     *,
     model: str = "v2vsls",
     K: int = 5,
-    hidden: int = 64,
-    tau: float = 0.85,
-    lam: float = 0.12,
-    alpha: float = 9.5,
-    lr: float = 0.01,
-    dropout: float = 0.2,
     epochs: int = 30,
     train_batch_size: int = 64,
-    memory_size: int = 64,
-    memory_labels: bool = False,
-    attention_scale: bool = False,
-    memory_draws: int = 1,
-    label_bank: int = 0,
     val_size: float = 0.1,
     standardize: bool = True,
     out_of_core: bool = False,
@@ -147,6 +136,7 @@ def fit_seq2knn(
     seed: int = 0,
     callback: Callable[[dict[str, float]], None] | None = None,
     log: Callable[[str], None] | None = None,
+    **settings: Any,
 ) -> Seq2KNNRun:
     """Train a kNN-mimicking model end to end (Xu & Klabjan §3, §4) and score it on a test set.
 
@@ -163,8 +153,7 @@ def fit_seq2knn(
         rows are read per batch and never held whole.
     y : int64 [N] labels in [0, n_classes)
     n_classes : int
-    model, K, hidden, tau, lam, alpha, lr, dropout, memory_size, memory_labels, attention_scale,
-    memory_draws, label_bank : see :func:`train_model` (paper defaults)
+    model, K : see :func:`train_model` (paper defaults)
     epochs, train_batch_size : int   optimiser epochs / mini-batch size
     val_size : float, default 0.1   see :func:`split_validation`
     standardize : bool, default True
@@ -176,6 +165,9 @@ def fit_seq2knn(
     device : torch device;  seed : int (split, targets, training, checkpoint rows)
     callback : called with each epoch's history row
     log : called once, before the kNN targets, with a line describing the run (sizes, split, targets)
+    **settings : the model's settings, :class:`~knntools.methods.seq2knn.training.ModelSettings`
+        (``hidden``, ``tau``, ``lam``, ``alpha``, ``lr``, ``dropout``, ``memory_size``,
+        ``memory_labels``, ``attention_scale``, ``memory_draws``, ``label_bank``; paper defaults)
 
     Returns
     -------
@@ -192,6 +184,7 @@ def fit_seq2knn(
     from knntools.search.base import check_k
 
     name = check_model_name(model)
+    st = ModelSettings(**settings)
     y = check_labels(y, n_classes)
     N, D = int(X.shape[0]), int(np.prod(X.shape[1:], dtype=np.int64))
     if len(y) != N:
@@ -225,19 +218,17 @@ def fit_seq2knn(
     knn_seconds = time.perf_counter() - t_nb
     agree = float((y[nb_rows] == y[tr_rows][:, None]).mean())
     val = (np.asarray(Xv[va_rows]), y[va_rows]) if len(va_rows) else None
-    hyper = {"K": K, "hidden": hidden, "tau": tau, "lam": lam, "alpha": alpha, "lr": lr, "dropout": dropout, "epochs": epochs,
-             "train_batch_size": train_batch_size, "memory_size": memory_size, "val_size": val_size, "out_of_core": out_of_core,
+    hyper = {"K": K, "hidden": st.hidden, "tau": st.tau, "lam": st.lam, "alpha": st.alpha, "lr": st.lr, "dropout": st.dropout, "epochs": epochs,
+             "train_batch_size": train_batch_size, "memory_size": st.memory_size, "val_size": val_size, "out_of_core": out_of_core,
              "batches": batches, "batch_size": batch_size, "backend": backend, "metric": metric, "standardize": standardize,
-             "label_bank": label_bank, "memory_labels": memory_labels, "attention_scale": attention_scale, "memory_draws": memory_draws,
-             "include_query": include_query}
-    res = train_model(name, Xv, y, n_classes, neighbors=nb_rows, train_rows=tr_rows, val=val, K=K, hidden=hidden, tau=tau, lam=lam,
-                      alpha=alpha, lr=lr, dropout=dropout, epochs=epochs, batch_size=train_batch_size, memory_size=memory_size,
-                      label_bank=label_bank, memory_labels=memory_labels, attention_scale=attention_scale, memory_draws=memory_draws,
-                      backend=backend, metric=metric, search_params=params, device=device, random_state=rng, callback=callback)
+             "label_bank": st.label_bank, "memory_labels": st.memory_labels, "attention_scale": st.attention_scale,
+             "memory_draws": st.memory_draws, "include_query": include_query}
+    res = train_model(name, Xv, y, n_classes, neighbors=nb_rows, train_rows=tr_rows, val=val, K=K, epochs=epochs, batch_size=train_batch_size,
+                      backend=backend, metric=metric, search_params=params, device=device, random_state=rng, callback=callback, **asdict(st))
     run = Seq2KNNRun(name, res, scaler, tr_rows, va_rows, nb_rows, hyper, knn_seconds, agree, memory=res.bank)  # type: ignore[arg-type]
     if X_test is not None and y_test is not None:
         Xt = scaler(take_rows(X_test, np.arange(len(y_test))))
-        run.test_output = predict(res.model, Xt, name=name, memory=res.bank, memory_size=memory_size, memory_draws=memory_draws,
+        run.test_output = predict(res.model, Xt, name=name, memory=res.bank, memory_size=st.memory_size, memory_draws=st.memory_draws,
                                   reference=res.reference, device=device, random_state=seed)
         run.test[name] = _scores(y_test, run.test_output["predictions"], n_classes)
         if baselines and out_of_core:
@@ -245,7 +236,7 @@ def fit_seq2knn(
             run.test["knn-batch"] = _scores(y_test, pk, n_classes)
         elif baselines:
             run.test["knn"] = _scores(y_test, knn_predict(Xv[tr_rows], y[tr_rows], Xt, n_classes, K, backend=backend, metric=metric, **params), n_classes)
-            ff = train_model("ffn", Xv, y, n_classes, train_rows=tr_rows, val=val, hidden=hidden, lr=lr, dropout=dropout, epochs=epochs,
+            ff = train_model("ffn", Xv, y, n_classes, train_rows=tr_rows, val=val, hidden=st.hidden, lr=st.lr, dropout=st.dropout, epochs=epochs,
                              batch_size=train_batch_size, device=device, random_state=seed)
             run.test["ffn"] = _scores(y_test, predict(ff.model, Xt, name="ffn", device=device)["predictions"], n_classes)
     bank_X, bank_y = res.bank  # type: ignore[misc]

@@ -49,6 +49,44 @@ class TrainResult:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class ModelSettings:
+    """The settings of one seq2knn model and its optimiser, with the paper's defaults (Xu & Klabjan §4).
+
+    The one home of these defaults: :func:`train_model` and :func:`fit_seq2knn` take them as keyword
+    arguments (``**settings``) and build this.
+
+    Attributes
+    ----------
+    hidden : int, default 64            hidden units of the LSTM / memory embedding
+    tau : float, default 0.85           softmax temperature of each predicted neighbour label
+    lam : float, default 0.12           weight of the vector loss
+    alpha : float, default 9.5          weight of KL(Y^GT || Y^P)
+    lr : float, default 0.01            Adam learning rate
+    dropout : float, default 0.2
+    memory_size : int, default 64       MNkNN memory n (a new random memory per mini-batch)
+    label_bank : int, default 0
+        Reference rows for inference (validation scoring, and :attr:`TrainResult.bank` /
+        :attr:`TrainResult.reference`): 0 or None = every training row (the paper: V2VS vectors
+        are labelled against the training set; MNkNN memories are drawn from it); N > 0 = N random
+        training rows (a deviation; 4096 was this module's former fixed bank).
+    memory_labels, attention_scale : bool, default False   MNkNN deviations (see :func:`build_model`)
+    memory_draws : int, default 1       MNkNN memories averaged per prediction (see :func:`predict`)
+    """
+
+    hidden: int = 64
+    tau: float = 0.85
+    lam: float = 0.12
+    alpha: float = 9.5
+    lr: float = 0.01
+    dropout: float = 0.2
+    memory_size: int = 64
+    label_bank: int | None = 0
+    memory_labels: bool = False
+    attention_scale: bool = False
+    memory_draws: int = 1
+
+
 def _memory_draw(rng: np.random.Generator, pool: np.ndarray, size: int) -> np.ndarray:
     return np.sort(rng.choice(pool, size=min(size, len(pool)), replace=False))
 
@@ -156,25 +194,15 @@ def train_model(
     train_rows: np.ndarray | None = None,
     val: tuple[Any, np.ndarray] | None = None,
     K: int = 5,
-    hidden: int = 64,
-    tau: float = 0.85,
-    lam: float = 0.12,
-    alpha: float = 9.5,
-    lr: float = 0.01,
-    dropout: float = 0.2,
     epochs: int = 30,
     batch_size: int = 64,
-    memory_size: int = 64,
-    label_bank: int | None = 0,
-    memory_labels: bool = False,
-    attention_scale: bool = False,
-    memory_draws: int = 1,
     backend: str = "exact",
     metric: str = "l2",
     search_params: dict[str, Any] | None = None,
     device: Any = "cpu",
     random_state: Any = 0,
     callback: Callable[[dict[str, float]], None] | None = None,
+    **settings: Any,
 ) -> TrainResult:
     """Train one model (or the ``ffn`` benchmark) with Adam; keep the best validation macro-F1 epoch.
 
@@ -189,21 +217,17 @@ def train_model(
         ``neighbors`` belongs to ``train_rows[i]``); required except for ``ffn``
     train_rows : int64 rows of ``X`` to train on (default all); MNkNN memories come from them too
     val : (X_val [m, D] standardised, y_val [m]) for model selection (optional)
-    K, hidden, tau, lam, alpha, lr, dropout : see the module docstring (paper defaults)
+    K : int, default 5   neighbours per training row (the paper's K; module docstring)
     epochs : int, default 30
     batch_size : int, default 64   mini-batch size
-    memory_size : int, default 64  MNkNN memory n (a new random memory per mini-batch)
-    label_bank : int, default 0
-        Reference rows for inference (validation scoring here, and :attr:`TrainResult.bank` /
-        :attr:`TrainResult.reference`): 0 or None = every training row (the paper: V2VS vectors
-        are labelled against the training set; MNkNN memories are drawn from it); N > 0 = N random
-        training rows (a deviation; 4096 was this module's former fixed bank).
-    memory_labels, attention_scale : bool, default False   MNkNN deviations (see :func:`build_model`)
-    memory_draws : int, default 1   MNkNN memories averaged per prediction (see :func:`predict`)
     backend, metric, search_params
         Search used to label V2VS vectors (:class:`ReferenceLabeler`; ``metric`` should be the
         metric of the kNN targets).
     device, random_state, callback (called with each epoch's history row)
+    **settings
+        :class:`ModelSettings` fields (``hidden``, ``tau``, ``lam``, ``alpha``, ``lr``, ``dropout``,
+        ``memory_size``, ``label_bank``, ``memory_labels``, ``attention_scale``, ``memory_draws``);
+        the paper's defaults where omitted.
 
     Returns
     -------
@@ -213,25 +237,25 @@ def train_model(
     ------
     InputError
         Missing or mis-shaped ``neighbors``, labels out of range.
+    TypeError
+        A keyword that is not a :class:`ModelSettings` field.
     """
     import torch
 
     from knntools.utils import as_generator
 
+    st = ModelSettings(**settings)
     rng = as_generator(random_state)
     devices = [device] if str(device).startswith("cuda") else []
     with torch.random.fork_rng(devices=devices):  # seed dropout/init without touching the caller's global RNG
         torch.manual_seed(int(rng.integers(0, 2**31 - 1)))
-        return _train(name, X, y, n_classes, rng, neighbors=neighbors, train_rows=train_rows, val=val, K=K, hidden=hidden, tau=tau,
-                      lam=lam, alpha=alpha, lr=lr, dropout=dropout, epochs=epochs, batch_size=batch_size, memory_size=memory_size,
-                      label_bank=label_bank, memory_labels=memory_labels, attention_scale=attention_scale, memory_draws=memory_draws,
-                      backend=backend, metric=metric, search_params=search_params or {}, device=device, callback=callback)
+        return _train(name, X, y, n_classes, rng, neighbors=neighbors, train_rows=train_rows, val=val, K=K, epochs=epochs,
+                      batch_size=batch_size, st=st, backend=backend, metric=metric, search_params=search_params or {}, device=device,
+                      callback=callback)
 
 
 def _train(name: str, X: Any, y: np.ndarray, n_classes: int, rng: np.random.Generator, *, neighbors: Any, train_rows: Any, val: Any,
-           K: int, hidden: int, tau: float, lam: float, alpha: float, lr: float, dropout: float, epochs: int, batch_size: int,
-           memory_size: int, label_bank: int | None, memory_labels: bool, attention_scale: bool, memory_draws: int,
-           backend: str, metric: str, search_params: dict[str, Any], device: Any, callback: Any) -> TrainResult:
+           K: int, epochs: int, batch_size: int, st: ModelSettings, backend: str, metric: str, search_params: dict[str, Any], device: Any, callback: Any) -> TrainResult:
     import torch
 
     N, D = int(X.shape[0]), int(X.shape[1])
@@ -242,17 +266,17 @@ def _train(name: str, X: Any, y: np.ndarray, n_classes: int, rng: np.random.Gene
         if neighbors is None or neighbors.shape != (len(rows), K):
             got = None if neighbors is None else neighbors.shape
             raise InputError(f"neighbors: shape {got}; expected ({len(rows)}, {K}) kNN-target rows for the training rows")
-    model = build_model(name, D, n_classes, K=K, hidden=hidden, tau=tau, dropout=dropout, memory_labels=memory_labels,
-                        attention_scale=attention_scale).to(device)
-    if label_bank is not None and label_bank < 0:
-        raise InputError(f"label_bank={label_bank}: expected 0 (every training row) or a positive number of rows")
-    bank_rows = rows if not label_bank or len(rows) <= label_bank else np.sort(rng.choice(rows, int(label_bank), replace=False))
+    model = build_model(name, D, n_classes, K=K, hidden=st.hidden, tau=st.tau, dropout=st.dropout, memory_labels=st.memory_labels,
+                        attention_scale=st.attention_scale).to(device)
+    if st.label_bank is not None and st.label_bank < 0:
+        raise InputError(f"label_bank={st.label_bank}: expected 0 (every training row) or a positive number of rows")
+    bank_rows = rows if not st.label_bank or len(rows) <= st.label_bank else np.sort(rng.choice(rows, int(st.label_bank), replace=False))
     bank_X = np.asarray(X[bank_rows], dtype=np.float32) if isinstance(X, np.ndarray) else SubsetRows(X, bank_rows)
     bank = (bank_X, y[bank_rows])
     reference = None
     if name == "v2vs":  # only V2VS labels its vectors by search; built once, reused every epoch
         reference = ReferenceLabeler(bank_X, bank[1], backend=backend, metric=metric, **search_params)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=st.lr)
     res = TrainResult(model=model)
     best_state, best_key = None, (-1.0, -math.inf)
     t0 = time.perf_counter()
@@ -279,11 +303,11 @@ def _train(name: str, X: Any, y: np.ndarray, n_classes: int, rng: np.random.Gene
                 if name in VECTOR_MODELS:
                     x_nb = torch.from_numpy(X[nb.reshape(-1)].reshape(len(pos), K, D)).to(device)
                 if name in MEMORY_MODELS:
-                    mrows = _memory_draw(rng, rows, memory_size)
+                    mrows = _memory_draw(rng, rows, st.memory_size)
                     out = model(xb, torch.from_numpy(X[mrows]).to(device), torch.from_numpy(y[mrows]).to(device))
                 else:
                     out = model(xb)
-                loss = combined_loss(out, y_nb, x_nb, yb, alpha=alpha, lam=lam)
+                loss = combined_loss(out, y_nb, x_nb, yb, alpha=st.alpha, lam=st.lam)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -291,7 +315,7 @@ def _train(name: str, X: Any, y: np.ndarray, n_classes: int, rng: np.random.Gene
             count += len(pos)
         row = {"epoch": epoch, "loss": total / max(1, count), "seconds": time.perf_counter() - te}
         if val is not None and len(val[1]):
-            pv = predict(model, val[0], name=name, memory=bank, memory_size=memory_size, memory_draws=memory_draws, reference=reference,
+            pv = predict(model, val[0], name=name, memory=bank, memory_size=st.memory_size, memory_draws=st.memory_draws, reference=reference,
                          device=device, random_state=int(rng.integers(0, 2**31 - 1)))
             row["val_f1"] = macro_f1(val[1], pv["predictions"], n_classes)
             row["val_accuracy"] = float((pv["predictions"] == val[1]).mean())
