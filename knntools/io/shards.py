@@ -359,7 +359,7 @@ def check_parts(paths: list[str | os.PathLike]) -> list[_Part]:
     if len(counts) > 1 or len(parts) != ref.info.shard_count:
         bad = next((p for p in parts if p.info.shard_count != ref.info.shard_count), parts[-1])
         raise InputError(f"{bad.info.path}: shard {bad.info.shard_index}/{bad.info.shard_count} among {len(parts)} parts of shard_count "
-                         f"{sorted(counts)}; expected all N shards of one --shard I/N split")
+                         f"{sorted(counts)}; expected all N shards of one I/N split")
     return parts
 
 
