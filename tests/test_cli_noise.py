@@ -78,7 +78,7 @@ def test_existing_output_refused_then_forced(tmp_path):
     run_cli("noise", "--rate", "0.1", "-o", out, "-q", check=True)
     before = out.read_bytes()
     proc = run_cli("noise", "--rate", "0.2", "-o", out)
-    assert proc.returncode == 2 and "exists; use --force" in proc.stderr
+    assert proc.returncode == 2 and "error: --force: " in proc.stderr and "output file exists" in proc.stderr
     assert out.read_bytes() == before
     run_cli("noise", "--rate", "0.2", "-o", out, "--force", "-q", check=True)
     assert out.read_bytes() != before
