@@ -868,7 +868,7 @@ def check_dknn_indexes(
         if head.get("metric") != plan.metric:
             why = " (normalised activations under l2 are searched by cosine on the raw ones)" if plan.distance == "cos_to_l2" else ""
             raise InputError(f"{path}: index metric is {head.get('metric')!r} but dknn searches {name} with {plan.metric!r}{why}; "
-                             f"rebuild it with `knntools index {source} --layers {name} --metric {plan.metric}` or change the normalisation/metric")
+                             f"expected an index of {source} layer {name} built with metric {plan.metric} (`knntools index`), or another normalisation/metric")
         check_index_matches(path, head, {"source_uuid": source_uuid, "layer": name, "metric": plan.metric, "n_samples": n_samples})
         out[name] = path
     return out
