@@ -48,16 +48,16 @@ def resolve_device(spec: str = "auto") -> Any:
         return torch.device("cpu")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise InputError(f"--device {spec}: no CUDA GPU is available on this machine; expected --device cpu or auto")
+            raise InputError(f"device {spec}: no CUDA GPU is available on this machine; expected device 'cpu' or 'auto'", param="device")
         dev = torch.device(spec)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InputError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise InputError(f"device {spec}: only {torch.cuda.device_count()} CUDA device(s) present", param="device")
         return dev
     if spec == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise InputError("--device mps: MPS is not available on this machine")
+            raise InputError("device mps: MPS is not available on this machine", param="device")
         return torch.device("mps")
-    raise InputError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
+    raise InputError(f"device {spec!r}: expected auto, cpu, cuda or cuda:N", param="device")
 
 
 def _parse_list(text: str, option: str, cast: Callable[[str], Any], what: str, example: str) -> list[Any]:

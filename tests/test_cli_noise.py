@@ -48,7 +48,7 @@ def test_same_seed_same_labels(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--kind", "uniform", "--rate", "1.5"], r"--rate 1.5: expected a noise rate in \[0, 1\]"),
+        (["--kind", "uniform", "--rate", "1.5"], r"error: --rate: noise rate 1.5: expected a number in \[0, 1\]"),
         (["--kind", "sideways", "--rate", "0.1"], "unknown noise kind"),
         (["--dataset", "imagenet7", "--rate", "0.1"], "dataset 'imagenet7' is unknown"),
         (["--dataset", "mnist", "--data-dir", "/nonexistent/dir", "--rate", "0.1"], "no such folder"),
@@ -78,7 +78,7 @@ def test_existing_output_refused_then_forced(tmp_path):
     run_cli("noise", "--rate", "0.1", "-o", out, "-q", check=True)
     before = out.read_bytes()
     proc = run_cli("noise", "--rate", "0.2", "-o", out)
-    assert proc.returncode == 2 and "exists; use --force" in proc.stderr
+    assert proc.returncode == 2 and "error: --force: " in proc.stderr and "output file exists" in proc.stderr
     assert out.read_bytes() == before
     run_cli("noise", "--rate", "0.2", "-o", out, "--force", "-q", check=True)
     assert out.read_bytes() != before

@@ -172,7 +172,7 @@ def test_external_models(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train", "--arch", "nope", "-o", "{d}/x.pt"], "unknown architecture"),
+    (["train", "--arch", "nope", "-o", "{d}/x.pt"], "--arch: architecture 'nope': unknown"),
     (["train", "--device", "cuda:7", "-o", "{d}/x.pt"], "--device"),
     (["train", "--labels", "{d}/test_labels.h5", "-o", "{d}/x.pt"], "450 rows"),
     (["train", "--labels", "{d}/wine_labels.h5", "-o", "{d}/x.pt"], "rows"),

@@ -71,7 +71,7 @@ def test_split_layout_order_and_errors(folder, tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(bad / "test" / "cat" / "x.png")
     with pytest.raises(InputError, match="expected the same class folders"):
         dsets.load_dataset("imagefolder", split="test", data_dir=bad)
-    with pytest.raises(InputError, match="expected --data-dir"):
+    with pytest.raises(InputError, match="imagefolder: no data folder"):
         dsets.load_dataset("imagefolder", split="train")
     with pytest.raises(InputError, match="ImageNet not found"):
         dsets.load_dataset("imagenet", split="test", data_dir=tmp_path)

@@ -88,7 +88,7 @@ def test_refuses_to_overwrite_without_force(tmp_path):
     p = tmp_path / "l.h5"
     _labels_file(p)
     before = p.read_bytes()
-    with pytest.raises(InputError, match="exists; use --force"):
+    with pytest.raises(InputError, match="exists; pass force to overwrite"):
         _labels_file(p)
     assert p.read_bytes() == before
     _labels_file(p, force=True)

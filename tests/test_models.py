@@ -71,8 +71,9 @@ def test_ffn_on_tabular_and_image_arch_refuses_tables():
 def test_unknown_arch_lists_valid_names():
     with pytest.raises(InputError, match="dknn-cnn.*torchvision"):
         registry.check_arch("nope")
-    with pytest.raises(InputError, match="bad --arch-kwargs"):
+    with pytest.raises(InputError, match="architecture mlp: bad keyword arguments") as info:
         registry.build_model("mlp", (4,), 2, nonsense=1)
+    assert info.value.param == "arch_kwargs"
 
 
 def test_dknn_cnn_shapes_match_paper():

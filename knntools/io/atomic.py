@@ -104,7 +104,7 @@ def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
     if p.is_dir():
         raise InputError(f"{p}: output path is a directory; expected a file path")
     if p.exists() and not force:
-        raise InputError(f"{p}: output file exists; use --force to overwrite it")
+        raise InputError(f"{p}: output file exists; pass force to overwrite it", param="force")
     parent = p.parent
     if not parent.exists():
         # a regular file somewhere on the way makes exists() false too: name it
@@ -160,7 +160,7 @@ def atomic_path(path: str | os.PathLike, *, force: bool = False) -> Iterator[Pat
         if not tmp.exists():
             raise RuntimeError(f"{dest}: nothing was written")
         if dest.exists() and not force:  # appeared meanwhile
-            raise InputError(f"{dest}: output file exists; use --force to overwrite it")
+            raise InputError(f"{dest}: output file exists; pass force to overwrite it", param="force")
         os.replace(tmp, dest)
     finally:
         _ACTIVE_TEMPS.discard(tmp)

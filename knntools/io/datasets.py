@@ -195,14 +195,14 @@ def load_dataset(name: str = "digits", *, split: str = "train", data_dir: str | 
     if name not in DATASETS:
         if Path(name).suffix.lower() in (".csv", ".npz", ".h5", ".hdf5"):
             return load_table(name)
-        raise InputError(f"dataset '{name}' is unknown; expected one of {', '.join(DATASETS)} or a .csv/.npz/.h5 table")
+        raise InputError(f"dataset '{name}' is unknown; expected one of {', '.join(DATASETS)} or a .csv/.npz/.h5 table", param="dataset")
     if name in BUNDLED:
         return _load_bundled(name, split)
     if name in FOLDER_SETS:
         return load_folder_set(name, split=split, data_dir=data_dir, image_size=image_size, transform=transform)
     ddir = Path(data_dir) if data_dir is not None else default_data_dir(name)
     if data_dir is not None and not ddir.is_dir() and not download:
-        raise InputError(f"--data-dir {ddir}: no such folder; expected the folder holding the {name} files (or pass --download)")
+        raise InputError(f"data folder {ddir}: no such folder; expected the folder holding the {name} files (or download the dataset with torchvision)", param="data_dir")
     if name in _IDX_NAMES:
         return _load_idx_set(name, split, ddir, download)
     return _load_torchvision(name, split, ddir, download)
@@ -319,8 +319,9 @@ def _load_idx_set(name: str, split: str, ddir: Path, download: bool) -> Dataset:
         return _load_idx_set(name, split, ddir, False)
     if found is None:
         raise InputError(
-            f"--data-dir {ddir}: {prefix}-images-idx3-ubyte[.gz] and {prefix}-labels-idx1-ubyte[.gz] not found "
-            f"(looked in {ddir} and {ddir / _IDX_NAMES[name]}/raw); expected the {name} IDX files, or pass --download"
+            f"data folder {ddir}: {prefix}-images-idx3-ubyte[.gz] and {prefix}-labels-idx1-ubyte[.gz] not found "
+            f"(looked in {ddir} and {ddir / _IDX_NAMES[name]}/raw); expected the {name} IDX files, or download the dataset with torchvision",
+            param="data_dir",
         )
     images, labels = read_idx(found[0]), read_idx(found[1]).astype(np.int64)
     if len(images) != len(labels):
@@ -342,7 +343,8 @@ def _load_torchvision(name: str, split: str, ddir: Path, download: bool) -> Data
             ds = tvd.SVHN(str(ddir), split=split, download=download)
             X, y, classes = np.asarray(ds.data), np.asarray(ds.labels), list(_CLASSES["svhn"])
     except RuntimeError as exc:
-        raise InputError(f"--data-dir {ddir}: {name} files not found or corrupt ({str(exc).splitlines()[0][:160]}); pass --download or point --data-dir at them") from None
+        raise InputError(f"data folder {ddir}: {name} files not found or corrupt ({str(exc).splitlines()[0][:160]}); "
+                         "expected the data folder to hold them, or download the dataset with torchvision", param="data_dir") from None
     X = X.astype(np.float32) / 255.0
     y = y.astype(np.int64)
     return Dataset(name, split, np.ascontiguousarray(X), y, classes, np.arange(len(y), dtype=np.int64), "image")
@@ -365,13 +367,13 @@ def folder_split_root(data_dir: str | os.PathLike, split: str) -> Path:
     """
     ddir = Path(data_dir)
     if not ddir.is_dir():
-        raise InputError(f"--data-dir {ddir}: no such folder; expected an ImageFolder tree (DIR/<class>/<image> or DIR/train, DIR/test|val)")
+        raise InputError(f"data folder {ddir}: no such folder; expected an ImageFolder tree (DIR/<class>/<image> or DIR/train, DIR/test|val)", param="data_dir")
     names = ("train",) if split == "train" else ("test", "val")
     for n in names:
         if (ddir / n).is_dir():
             return ddir / n
     if any((ddir / n).is_dir() for n in ("train", "test", "val")):
-        raise InputError(f"--data-dir {ddir}: no {' or '.join(names)} folder for the {split} split; expected {ddir}/{names[0]}/<class>/<image>")
+        raise InputError(f"data folder {ddir}: no {' or '.join(names)} folder for the {split} split; expected {ddir}/{names[0]}/<class>/<image>", param="data_dir")
     return ddir
 
 
@@ -402,17 +404,17 @@ def load_folder_set(name: str, *, split: str = "train", data_dir: str | os.PathL
     tf = transform if transform is not None else default_image_transform(image_size or DEFAULT_IMAGE_SIZE)
     if name == "imagefolder":
         if data_dir is None:
-            raise InputError("--dataset imagefolder: expected --data-dir DIR (DIR/<class>/<image>, or DIR/train and DIR/test|val)")
+            raise InputError("dataset imagefolder: no data folder; expected a folder DIR (DIR/<class>/<image>, or DIR/train and DIR/test|val)", param="data_dir")
         root = folder_split_root(data_dir, split)
         try:
             ds = tvd.ImageFolder(str(root), transform=tf)
         except (FileNotFoundError, RuntimeError) as exc:
-            raise InputError(f"--data-dir {root}: {str(exc).splitlines()[0][:160]}; expected one sub-folder per class holding images") from None
+            raise InputError(f"data folder {root}: {str(exc).splitlines()[0][:160]}; expected one sub-folder per class holding images", param="data_dir") from None
         if split != "train" and root != Path(data_dir) and (Path(data_dir) / "train").is_dir():
             train_classes = sorted(e.name for e in os.scandir(Path(data_dir) / "train") if e.is_dir())
             if list(ds.classes) != train_classes:
-                raise InputError(f"--data-dir {root}: classes {', '.join(ds.classes)} differ from {Path(data_dir) / 'train'}'s "
-                                 f"({', '.join(train_classes)}); expected the same class folders in both splits")
+                raise InputError(f"data folder {root}: classes {', '.join(ds.classes)} differ from {Path(data_dir) / 'train'}'s "
+                                 f"({', '.join(train_classes)}); expected the same class folders in both splits", param="data_dir")
         classes, targets = list(ds.classes), ds.targets
     elif name == "imagenet":
         ddir = Path(data_dir) if data_dir is not None else default_data_dir(name)
@@ -420,13 +422,13 @@ def load_folder_set(name: str, *, split: str = "train", data_dir: str | os.PathL
         try:
             ds = tvd.ImageNet(str(ddir), split="train" if split == "train" else "val", transform=tf)
         except (FileNotFoundError, RuntimeError, OSError) as exc:
-            raise InputError(f"--data-dir {ddir}: ImageNet not found or incomplete ({str(exc).splitlines()[0][:160]}); expected "
-                             "ILSVRC2012_devkit_t12.tar.gz and the train/val images in torchvision's ImageNet layout") from None
+            raise InputError(f"data folder {ddir}: ImageNet not found or incomplete ({str(exc).splitlines()[0][:160]}); expected "
+                             "ILSVRC2012_devkit_t12.tar.gz and the train/val images in torchvision's ImageNet layout", param="data_dir") from None
         classes, targets = [str(c[0]) if isinstance(c, (tuple, list)) else str(c) for c in ds.classes], ds.targets
     else:
         raise InputError(f"dataset '{name}' is not a folder set; expected one of {', '.join(FOLDER_SETS)}")
     if len(ds) == 0:
-        raise InputError(f"--data-dir {root}: no images found; expected image files in one sub-folder per class")
+        raise InputError(f"data folder {root}: no images found; expected image files in one sub-folder per class", param="data_dir")
     y = np.asarray(targets, dtype=np.int64)
     try:
         first = ds[0][0]

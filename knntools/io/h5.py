@@ -550,7 +550,7 @@ class KFile:
         if isinstance(name, str) and name in hidden:
             return name
         if not hidden:
-            raise SchemaError(f"{self.path}: no hidden layers stored; expected at least one dataset under layers/ (re-run `knntools embed --layers penultimate`)")
+            raise SchemaError(f"{self.path}: no hidden layers stored; expected at least one dataset under layers/ (embed at least the penultimate layer)")
         return hidden[-1]
 
     def layer_path(self, name: str) -> str:

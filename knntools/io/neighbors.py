@@ -170,7 +170,7 @@ def read_neighbors(kf: KFile, layer: str) -> dict[str, np.ndarray]:
         Not a neighbors file, or ``layer`` missing (the message lists the stored layers).
     """
     if kf.kind != "neighbors":
-        raise SchemaError(f"{kf.path}: file kind is '{kf.kind}'; expected 'neighbors' (written by `knntools index --query`)")
+        raise SchemaError(f"{kf.path}: file kind is '{kf.kind}'; expected 'neighbors' (written by `knntools index` with a query file)")
     stored = [str(n) for n in (kf.attrs.get("layers") or [])]
     if f"neighbors/{layer}" not in kf.f:
         raise SchemaError(f"{kf.path}: layer '{layer}' not found (available: {', '.join(stored) or 'none'})")

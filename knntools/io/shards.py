@@ -241,7 +241,7 @@ def check_set_parts(set_path: str | os.PathLike, parts: list[ShardInfo]) -> None
         except OSError as exc:
             raise InputError(f"{sp}: {what} at {part.path} is not a readable HDF5 file ({str(exc).splitlines()[0][:80]})") from None
         if uuid != part.uuid:
-            raise InputError(f"{sp}: {what} at {part.path} has uuid {uuid}; expected {part.uuid} (the part was replaced after the set was made; re-run `knntools merge --virtual`)")
+            raise InputError(f"{sp}: {what} at {part.path} has uuid {uuid}; expected {part.uuid} (the part was replaced after the set was made; make the virtual set again with `knntools merge`)")
         if rows != (part.row_start, part.row_stop):
             raise InputError(f"{sp}: {what} at {part.path} holds rows [{rows[0]}, {rows[1]}); expected [{part.row_start}, {part.row_stop})")
 
@@ -271,7 +271,7 @@ def _read_part(path: Path) -> _Part:
             raise InputError(f"{path}: is a set of {len(kf.parts)} parts, not a part; expected the part files themselves")
         info = shard_info_from_attrs(path, kf.attrs)
         if info is None:
-            raise InputError(f"{path}: not a shard (no {', '.join(SHARD_ATTRS)} attributes); expected a part written by `knntools embed --shard I/N` or under torchrun")
+            raise InputError(f"{path}: not a shard (no {', '.join(SHARD_ATTRS)} attributes); expected a part written by a sharded `knntools embed` (shard I of N) or under torchrun")
         info = ShardInfo(**{**info.__dict__, "uuid": kf.uuid})
         samples: dict[str, tuple[Any, tuple[int, ...], dict[str, Any]]] = {}
         other: dict[str, Any] = {}
@@ -307,7 +307,7 @@ def check_parts(paths: list[str | os.PathLike]) -> list[_Part]:
     import numpy as np
 
     if not paths:
-        raise InputError("no parts given; expected PART files written by `knntools embed --shard I/N`")
+        raise InputError("no parts given; expected the PART files of a sharded `knntools embed`")
     parts = [_read_part(Path(p)) for p in paths]
     ref = parts[0]
     rname = ref.info.path
@@ -359,7 +359,7 @@ def check_parts(paths: list[str | os.PathLike]) -> list[_Part]:
     if len(counts) > 1 or len(parts) != ref.info.shard_count:
         bad = next((p for p in parts if p.info.shard_count != ref.info.shard_count), parts[-1])
         raise InputError(f"{bad.info.path}: shard {bad.info.shard_index}/{bad.info.shard_count} among {len(parts)} parts of shard_count "
-                         f"{sorted(counts)}; expected all N shards of one --shard I/N split")
+                         f"{sorted(counts)}; expected all N shards of one I/N split")
     return parts
 
 

@@ -589,7 +589,7 @@ class DkNN:
             if name in indexes:
                 index = indexes[name]
                 if plan.materialize:
-                    raise InputError(f"layer '{name}': a prebuilt index cannot be used with centring under metric {self.metric}; drop the index or --center")
+                    raise InputError(f"layer '{name}': a prebuilt index cannot be used with centring under metric {self.metric}; expected no prebuilt index, or center=False", param="center")
                 if index.metric != plan.metric:
                     raise InputError(f"layer '{name}': prebuilt index has metric {index.metric!r} but {plan.metric!r} is searched "
                                      f"(metric={self.metric}, normalize={self.normalize}); rebuild it with that metric")
@@ -868,7 +868,7 @@ def check_dknn_indexes(
         if head.get("metric") != plan.metric:
             why = " (normalised activations under l2 are searched by cosine on the raw ones)" if plan.distance == "cos_to_l2" else ""
             raise InputError(f"{path}: index metric is {head.get('metric')!r} but dknn searches {name} with {plan.metric!r}{why}; "
-                             f"rebuild it with `knntools index {source} --layers {name} --metric {plan.metric}` or change the normalisation/metric")
+                             f"expected an index of {source} layer {name} built with metric {plan.metric} (`knntools index`), or another normalisation/metric")
         check_index_matches(path, head, {"source_uuid": source_uuid, "layer": name, "metric": plan.metric, "n_samples": n_samples})
         out[name] = path
     return out
@@ -1050,7 +1050,7 @@ def run_dknn(
     ev_attack = ev.attrs.get("attack")
     if cf is None and ev_attack not in (None, "", "none") and not calibrate_on_attacked:
         raise InputError(f"{ev.path}: attribute attack = {ev_attack!r}: calibrating on adversarial rows is refused (the paper holds out clean "
-                         f"test data); expected --calibration-file CLEAN.h5 (or --calibrate-on-attacked to force it)")
+                         f"test data); expected a clean calibration file (or calibrate_on_attacked=True to force it)", param="calibration_file")
     same_split = cf is not None and (cf.uuid == ev.uuid or (
         cf.attrs.get("dataset") is not None and cf.attrs.get("dataset") == ev.attrs.get("dataset")
         and cf.attrs.get("split") is not None and cf.attrs.get("split") == ev.attrs.get("split")))

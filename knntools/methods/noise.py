@@ -104,7 +104,7 @@ class NoiseResult:
 def check_rate(rate: float) -> float:
     """Raise InputError unless ``0 <= rate <= 1``."""
     if not np.isfinite(rate) or not (0.0 <= rate <= 1.0):
-        raise InputError(f"--rate {rate}: expected a noise rate in [0, 1]")
+        raise InputError(f"noise rate {rate}: expected a number in [0, 1]", param="rate")
     return float(rate)
 
 
@@ -146,12 +146,12 @@ def resolve_class_map(class_map: Mapping[Any, Any], classes: Sequence[str]) -> d
             return names.index(s)
         if s.lstrip("-").isdigit() and 0 <= int(s) < len(names):
             return int(s)
-        raise InputError(f"class map: class '{s}' unknown; expected one of {', '.join(names)}")
+        raise InputError(f"class map: class '{s}' unknown; expected one of {', '.join(names)}", param="class_map")
 
     out = {idx(a): idx(b) for a, b in class_map.items()}
     for a, b in out.items():
         if a == b:
-            raise InputError(f"class map: class '{names[a]}' maps to itself; expected a different class")
+            raise InputError(f"class map: class '{names[a]}' maps to itself; expected a different class", param="class_map")
     return out
 
 
@@ -162,11 +162,11 @@ def parse_class_map(text: str) -> dict[str, str]:
         if not item.strip():
             continue
         if ":" not in item:
-            raise InputError(f"--class-map {text!r}: expected comma-separated CLEAN:NOISY pairs, e.g. cat:dog,truck:automobile")
+            raise InputError(f"class map {text!r}: expected comma-separated CLEAN:NOISY pairs, e.g. cat:dog,truck:automobile", param="class_map")
         a, b = item.rsplit(":", 1)
         out[a.strip()] = b.strip()
     if not out:
-        raise InputError(f"--class-map {text!r}: expected at least one CLEAN:NOISY pair")
+        raise InputError(f"class map {text!r}: expected at least one CLEAN:NOISY pair", param="class_map")
     return out
 
 
@@ -214,7 +214,7 @@ def make_transition_matrix(
         return (1 - rate) * I + rate * np.roll(I, 1, axis=1)
     if kind == "asymmetric-random":
         if C < 3:
-            raise InputError(f"--kind asymmetric-random needs at least 3 classes; found {C}")
+            raise InputError(f"noise kind 'asymmetric-random' needs at least 3 classes; found {C}", param="kind")
         rng = as_generator(random_state)
         T = (1 - rate) * I
         for i in range(C):
@@ -225,7 +225,7 @@ def make_transition_matrix(
         return T
     if kind == "semantic":
         if not class_map:
-            raise InputError("--kind semantic: no class map for this dataset; pass --class-map CLEAN:NOISY,…")
+            raise InputError("noise kind 'semantic': no class map for this dataset; expected a class map of CLEAN:NOISY pairs", param="class_map")
         T = I.copy()
         for a, b in class_map.items():
             T[a, a] = 1 - rate
@@ -234,7 +234,7 @@ def make_transition_matrix(
     if kind == "permute":
         prior = np.full(C, 1.0 / C) if class_prior is None else np.asarray(class_prior, dtype=np.float64)
         return (1 - rate) * I + rate * np.outer(np.ones(C), prior / prior.sum())
-    raise InputError(f"--kind {kind!r}: unknown noise kind; expected one of {', '.join(KINDS)}")
+    raise InputError(f"noise kind {kind!r}: unknown; expected one of {', '.join(KINDS)}", param="kind")
 
 
 def _largest_remainder(n: int, probs: np.ndarray) -> np.ndarray:
@@ -258,7 +258,7 @@ def sample_noisy_labels(y: np.ndarray, transition_matrix: np.ndarray, *, samplin
     ndarray (N,), int64
     """
     if sampling not in SAMPLING:
-        raise InputError(f"--sampling {sampling!r}: expected one of {', '.join(SAMPLING)}")
+        raise InputError(f"sampling {sampling!r}: expected one of {', '.join(SAMPLING)}", param="sampling")
     rng = as_generator(random_state)
     y = np.asarray(y, dtype=np.int64)
     T = np.asarray(transition_matrix, dtype=np.float64)
@@ -353,11 +353,11 @@ def add_label_noise(
     if y.size and (y.min() < 0 or y.max() >= n_classes):
         raise InputError(f"labels: values span [{y.min()}, {y.max()}]; expected integers in [0, {n_classes})")
     if kind not in KINDS:
-        raise InputError(f"--kind {kind!r}: unknown noise kind; expected one of {', '.join(KINDS)}")
+        raise InputError(f"noise kind {kind!r}: unknown; expected one of {', '.join(KINDS)}", param="kind")
     rng = as_generator(random_state)
     if kind == "matrix":
         if transition_matrix is None:
-            raise InputError("--kind matrix: expected --transition-matrix FILE (.csv or .npy)")
+            raise InputError("noise kind 'matrix': expected a transition matrix (row-stochastic, C×C)", param="transition_matrix")
         T = check_transition_matrix(transition_matrix, n_classes)
         noisy = sample_noisy_labels(y, T, sampling=sampling, random_state=rng)
     elif kind == "permute":

@@ -65,7 +65,7 @@ def parse_classifiers(spec: str | Sequence[str]) -> list[str]:
     items = [s.strip().lower() for s in (spec.split(",") if isinstance(spec, str) else spec) if str(s).strip()]
     bad = [s for s in items if s not in CLASSIFIERS]
     if bad or not items:
-        raise InputError(f"--classifiers {spec!r}: unknown classifier {', '.join(bad) or '(none)'}; expected a comma list of {', '.join(CLASSIFIERS)}")
+        raise InputError(f"classifiers {spec!r}: unknown classifier {', '.join(bad) or '(none)'}; expected a comma list of {', '.join(CLASSIFIERS)}", param="classifiers")
     return list(dict.fromkeys(items))
 
 

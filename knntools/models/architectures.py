@@ -68,7 +68,7 @@ def _image_shape(input_shape: Sequence[int], arch: str) -> tuple[int, int, int]:
     if len(input_shape) != 3:
         from knntools.errors import InputError
 
-        raise InputError(f"--arch {arch}: needs image inputs of shape (C, H, W); got per-sample shape {tuple(input_shape)} (tabular data: use --arch ffn or mlp)")
+        raise InputError(f"architecture {arch}: needs image inputs of shape (C, H, W); got per-sample shape {tuple(input_shape)} (tabular data: use architecture ffn or mlp)", param="arch")
     c, h, w = (int(s) for s in input_shape)
     return c, h, w
 
@@ -129,7 +129,7 @@ class FFN(KnnModule):
         if not hidden:
             from knntools.errors import InputError
 
-            raise InputError("--arch ffn: hidden: expected at least one hidden layer size")
+            raise InputError("architecture ffn: hidden: expected at least one hidden layer size", param="arch_kwargs")
         self.flatten = nn.Flatten()
         d = _flat_dim(input_shape)
         self.knn_layers = []
@@ -288,7 +288,7 @@ class ResNet20(KnnModule):
         if (int(depth) - 2) % 6 != 0 or depth < 8:
             from knntools.errors import InputError
 
-            raise InputError(f"--arch resnet20: depth {depth}: expected 6n+2 (8, 14, 20, 32, …)")
+            raise InputError(f"architecture resnet20: depth {depth}: expected 6n+2 (8, 14, 20, 32, …)", param="arch_kwargs")
         n = (int(depth) - 2) // 6
         w = int(width)
         self.conv1 = _stem(c, w)
@@ -385,7 +385,7 @@ class WideResNet(KnnModule):
         if (int(depth) - 4) % 6 != 0 or depth < 10:
             from knntools.errors import InputError
 
-            raise InputError(f"--arch wide-resnet: depth {depth}: expected 6n+4 (10, 16, 22, 28, 40 …)")
+            raise InputError(f"architecture wide-resnet: depth {depth}: expected 6n+4 (10, 16, 22, 28, 40 …)", param="arch_kwargs")
         n, k = (int(depth) - 4) // 6, int(widen_factor)
         self.conv1 = nn.Sequential(OrderedDict(conv=nn.Conv2d(c, 16, 3, padding=1, bias=False)))
         planes = 16

@@ -156,10 +156,11 @@ def load_network(
     from knntools.models.checkpoint import is_torchscript, model_from_checkpoint, read_checkpoint
 
     if path is not None and (weights is not None):
-        raise InputError("MODEL and --weights are exclusive; expected a checkpoint/TorchScript file, or --arch NAME --weights FILE")
+        raise InputError("a model file and weights are exclusive; expected a checkpoint/TorchScript file, or an architecture name with weights", param="weights")
     if path is None:
         if arch is None or weights is None:
-            raise InputError("expected a MODEL file (knntools checkpoint or TorchScript), or --arch NAME --weights FILE")
+            raise InputError("no model: expected a model file (knntools checkpoint or TorchScript), or an architecture name with weights",
+                             param="weights" if arch is not None else "arch" if weights is not None else None)
         if not Path(weights).is_file() and arch in registry.torchvision_names() and _looks_like_weights_name(str(weights)):
             return _load_torchvision_named(arch, str(weights), input_shape, normalization)
         return _load_torchvision(arch, weights, input_shape, normalization)
@@ -173,7 +174,7 @@ def load_network(
             raise SchemaError(f"{p}: cannot load TorchScript ({str(exc).splitlines()[0][:160]})") from None
         module.eval()
         if input_shape is None:
-            raise InputError(f"{p}: a TorchScript model needs --dataset to know its input shape")
+            raise InputError(f"{p}: a TorchScript model does not record its input shape; expected a dataset to take it from", param="dataset")
         net = Network(module, "torchscript", "torchscript", tuple(int(s) for s in input_shape), [],
                       dict(normalization or {"mean": [], "std": []}), path=str(p))
         net.model_uuid = _file_uuid(p)
@@ -187,7 +188,7 @@ def load_network(
         elif not isinstance(out, torch.Tensor):
             raise SchemaError(f"{p}: TorchScript forward returned {type(out).__name__}; expected a logits tensor or a dict with 'logits'")
         return net
-    ckpt = read_checkpoint(p, kind="model", expected="a model checkpoint written by `knntools train`, a TorchScript file, or --arch NAME --weights FILE")
+    ckpt = read_checkpoint(p, kind="model", expected="a model checkpoint written by `knntools train`, a TorchScript file, or an architecture name with weights")
     module = model_from_checkpoint(ckpt)
     net = Network(module, "knntools", str(ckpt["arch"]), tuple(int(s) for s in ckpt["input_shape"]), [str(c) for c in ckpt["classes"]],
                   dict(normalization or ckpt["normalization"]), 0, str(ckpt["provenance"].get("model_uuid", "")),
@@ -214,35 +215,35 @@ def _load_torchvision(arch: str, weights: str | os.PathLike, input_shape: Sequen
     from knntools.models import registry
 
     if arch not in registry.torchvision_names():
-        raise InputError(f"--arch {arch!r}: --weights needs a torchvision classification model name (e.g. resnet18, mobilenet_v3_large); "
-                         f"knntools architectures are loaded from their checkpoints")
+        raise InputError(f"architecture {arch!r}: weights need a torchvision classification model name (e.g. resnet18, mobilenet_v3_large); "
+                         f"knntools architectures are loaded from their checkpoints", param="arch")
     wp = Path(weights)
     if not wp.is_file():
-        raise InputError(f"--weights {wp}: no such file")
+        raise InputError(f"weights {wp}: no such file", param="weights")
     if input_shape is None or len(input_shape) != 3:
-        raise InputError(f"--arch {arch}: needs an image dataset (C, H, W); got {input_shape}")
+        raise InputError(f"architecture {arch}: needs an image dataset (C, H, W); got {input_shape}", param="arch")
     try:
         sd = torch.load(wp, map_location="cpu", weights_only=True)
     except Exception as exc:
         from knntools.models.checkpoint import load_error_reason
 
-        raise SchemaError(f"--weights {wp}: refused: {load_error_reason(exc)}; expected a state dict saved with torch.save") from None
+        raise SchemaError(f"weights {wp}: refused: {load_error_reason(exc)}; expected a state dict saved with torch.save", param="weights") from None
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise SchemaError(f"--weights {wp}: expected a state dict (parameter name → tensor)")
+        raise SchemaError(f"weights {wp}: expected a state dict (parameter name → tensor)", param="weights")
     sd = {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
     probe = tvm.get_model(arch, weights=None)
     registry.annotate_layers(probe)
     key = f"{probe.knn_classifier}.weight"
     if key not in sd:
-        raise SchemaError(f"--weights {wp}: no '{key}' tensor; expected a {arch} state dict")
+        raise SchemaError(f"weights {wp}: no '{key}' tensor; expected a {arch} state dict", param="weights")
     n_classes = int(sd[key].shape[0])
     model = tvm.get_model(arch, weights=None, num_classes=n_classes)
     try:
         model.load_state_dict(sd)
     except RuntimeError as exc:
-        raise SchemaError(f"--weights {wp}: does not fit {arch} ({str(exc).splitlines()[0][:200]})") from None
+        raise SchemaError(f"weights {wp}: does not fit {arch} ({str(exc).splitlines()[0][:200]})", param="weights") from None
     registry.annotate_layers(model)
     model.eval()
     c = int(input_shape[0])
@@ -250,7 +251,7 @@ def _load_torchvision(arch: str, weights: str | os.PathLike, input_shape: Sequen
     want = first.in_channels if first is not None else c
     repeat = want if (c == 1 and want != 1) else 0
     if c not in (1, want):
-        raise InputError(f"--arch {arch}: the weights take {want} input channels but the dataset has {c}")
+        raise InputError(f"architecture {arch}: the weights take {want} input channels but the dataset has {c}", param="arch")
     norm = normalization or (IMAGENET_NORMALIZATION if want == 3 else {"mean": [], "std": []})
     net = Network(model, "torchvision", arch, tuple(int(s) for s in input_shape), [], dict(norm), repeat,
                   _file_uuid(wp), list(model.knn_layers), str(model.knn_penultimate), {}, str(wp))
@@ -285,15 +286,15 @@ def resolve_weights(arch: str, name: str) -> Any:
     try:
         enum = tvm.get_model_weights(arch)
     except (ValueError, KeyError):
-        raise InputError(f"--arch {arch}: torchvision publishes no weights for it; expected a state-dict file as --weights") from None
+        raise InputError(f"architecture {arch}: torchvision publishes no weights for it; expected a state-dict file as weights", param="weights") from None
     valid = ["DEFAULT", *[m.name for m in enum]]
     member = name.split(".", 1)[1] if "." in name else name
     if "." in name and name.split(".", 1)[0] != enum.__name__:
-        raise InputError(f"--weights {name}: weights of another model; expected {enum.__name__}.<name> for --arch {arch} ({', '.join(valid)})")
+        raise InputError(f"weights {name}: weights of another model; expected {enum.__name__}.<name> for architecture {arch} ({', '.join(valid)})", param="weights")
     try:
         return enum[member]
     except KeyError:
-        raise InputError(f"--weights {name}: no such file and not a weights name of {arch}; expected a state-dict file or one of {', '.join(valid)}") from None
+        raise InputError(f"weights {name}: no such file and not a weights name of {arch}; expected a state-dict file or one of {', '.join(valid)}", param="weights") from None
 
 
 def weights_preprocessing(weights: Any) -> tuple[Any, dict[str, list[float]], int]:
@@ -315,7 +316,7 @@ def weights_preprocessing(weights: Any) -> tuple[Any, dict[str, list[float]], in
 
     t = weights.transforms()
     if not isinstance(t, ImageClassification):
-        raise InputError(f"--weights {weights}: preprocessing {type(t).__name__} is not an image-classification preset; expected a classification model's weights")
+        raise InputError(f"weights {weights}: preprocessing {type(t).__name__} is not an image-classification preset; expected a classification model's weights", param="weights")
     crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
     image_tf = ImageClassification(crop_size=crop, resize_size=resize, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                                    interpolation=t.interpolation, antialias=t.antialias)
@@ -337,15 +338,15 @@ def _load_torchvision_named(arch: str, name: str, input_shape: Sequence[int] | N
         model = tvm.get_model(arch, weights=w)
     except Exception as exc:  # offline: URLError, HTTPError, OSError …
         fname = w.url.rsplit("/", 1)[-1]
-        raise KnnToolsError(f"--weights {w}: not in torch hub's cache and cannot be downloaded ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); "
-                            f"expected {Path(torch.hub.get_dir()) / 'checkpoints' / fname} (set TORCH_HOME), or a state-dict file as --weights") from None
+        raise KnnToolsError(f"weights {w}: not in torch hub's cache and cannot be downloaded ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); "
+                            f"expected {Path(torch.hub.get_dir()) / 'checkpoints' / fname} (set TORCH_HOME), or a state-dict file as weights") from None
     registry.annotate_layers(model)
     model.eval()
     shape = tuple(int(s) for s in input_shape) if input_shape is not None else (3, crop, crop)
     if len(shape) != 3:
-        raise InputError(f"--arch {arch}: needs an image dataset (C, H, W); got {shape}")
+        raise InputError(f"architecture {arch}: needs an image dataset (C, H, W); got {shape}", param="arch")
     if shape[0] not in (1, 3):
-        raise InputError(f"--arch {arch}: the weights take 3 input channels but the dataset has {shape[0]}")
+        raise InputError(f"architecture {arch}: the weights take 3 input channels but the dataset has {shape[0]}", param="arch")
     transform = image_tf if input_shape is None else None
     return Network(model, "torchvision", arch, shape, [], dict(normalization or norm), 3 if shape[0] == 1 else 0,
                    str(uuid.uuid5(uuid.NAMESPACE_URL, w.url)), list(model.knn_layers), str(model.knn_penultimate), {}, str(w),
@@ -378,7 +379,7 @@ def resolve_layers(net: Network, spec: str | Sequence[str]) -> list[str]:
     modules: list[str] = []
     if net.kind != "torchscript":
         modules = [n for n, _ in net.module.named_modules() if n]
-    hint = " (any module path of the network also works; `knntools embed MODEL --list-layers` lists them)" if modules else ""
+    hint = " (any module path of the network also works, as listed by its named_modules())" if modules else ""
     names = resolve_layer_spec(spec, [*net.layers, "logits"], penultimate=net.penultimate or None, logits="logits",
                                source=str(net.path or net.arch), extra=modules, hint=hint)
     return [n for n in names if n != "logits"]
@@ -428,7 +429,7 @@ def run_layers(net: Network, x: Any, names: Sequence[str]) -> tuple[Any, dict[st
         logits = out
     missing = [n for n in names if n not in store]
     if missing:
-        raise InputError(f"--layers: {', '.join(missing)} produced no output during the forward pass (module not used by {net.arch}'s forward)")
+        raise InputError(f"layers {', '.join(missing)}: produced no output during the forward pass (module not used by {net.arch}'s forward)", param="layers")
     return logits, store
 
 
@@ -818,7 +819,7 @@ def write_activations(plan: EmbedPlan, dest: str | os.PathLike, *, rows: tuple[i
             stop = start + len(logits)
             for name, block in feats.items():
                 if not np.isfinite(block).all():
-                    raise KnnToolsError(f"layer '{name}': non-finite activations in rows {start}..{stop - 1} (float16 overflow? try --dtype float32)")
+                    raise KnnToolsError(f"layer '{name}': non-finite activations in rows {start}..{stop - 1} (float16 overflow? store them as float32)")
                 streams[name][start:stop] = block
             if logits_ds is not None:
                 logits_ds[start:stop] = logits

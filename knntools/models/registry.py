@@ -99,8 +99,8 @@ def check_arch(arch: str) -> str:
         return "knntools"
     if arch in torchvision_names():
         return "torchvision"
-    raise InputError(f"--arch {arch!r}: unknown architecture; expected one of {', '.join(arch_names())} "
-                     f"or a torchvision classification model (e.g. resnet18, resnet34, mobilenet_v3_large, convnext_tiny)")
+    raise InputError(f"architecture {arch!r}: unknown; expected one of {', '.join(arch_names())} "
+                     f"or a torchvision classification model (e.g. resnet18, resnet34, mobilenet_v3_large, convnext_tiny)", param="arch")
 
 
 def build_model(arch: str, input_shape: Sequence[int], n_classes: int, **kwargs: Any) -> Any:
@@ -132,20 +132,20 @@ def build_model(arch: str, input_shape: Sequence[int], n_classes: int, **kwargs:
     if source == "knntools":
         spec = registered()[arch]
         if spec.inputs == "image" and len(shape) != 3:
-            raise InputError(f"--arch {arch}: needs image inputs (C, H, W); the dataset has per-sample shape {shape} (tabular data: use --arch ffn or mlp)")
+            raise InputError(f"architecture {arch}: needs image inputs (C, H, W); the dataset has per-sample shape {shape} (tabular data: use architecture ffn or mlp)", param="arch")
         try:
             model = spec.builder(shape, int(n_classes), **kwargs)
         except TypeError as exc:
-            raise InputError(f"--arch {arch}: bad --arch-kwargs ({exc})") from None
+            raise InputError(f"architecture {arch}: bad keyword arguments ({exc})", param="arch_kwargs") from None
         return model
     if len(shape) != 3:
-        raise InputError(f"--arch {arch}: torchvision models need image inputs (C, H, W); got per-sample shape {shape}")
+        raise InputError(f"architecture {arch}: torchvision models need image inputs (C, H, W); got per-sample shape {shape}", param="arch")
     import torchvision.models as tvm
 
     try:
         model = tvm.get_model(arch, weights=None, num_classes=int(n_classes), **kwargs)
     except TypeError as exc:
-        raise InputError(f"--arch {arch}: bad --arch-kwargs ({exc})") from None
+        raise InputError(f"architecture {arch}: bad keyword arguments ({exc})", param="arch_kwargs") from None
     adapt_input_channels(model, shape[0])
     annotate_layers(model)
     return model

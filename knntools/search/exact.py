@@ -218,9 +218,9 @@ def resolve_device(spec: str) -> Any:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(spec)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {spec!r} requested but CUDA is not available; use --device cpu or auto")
+        raise InputError(f"device {spec!r} requested but CUDA is not available; expected device 'cpu' or 'auto'", param="device")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError(f"device {spec!r} requested but MPS is not available; use --device cpu or auto")
+        raise InputError(f"device {spec!r} requested but MPS is not available; expected device 'cpu' or 'auto'", param="device")
     return dev
 
 

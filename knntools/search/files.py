@@ -317,7 +317,7 @@ def resolve_base_shards(paths: Sequence[str | os.PathLike]) -> tuple[list[Any] |
     infos = []
     for p, got in found:
         if got is None:
-            raise InputError(f"{p}: not a shard (no shard_index/row_start attributes); expected several shards of one split, e.g. from `knntools embed --shard I/N`")
+            raise InputError(f"{p}: not a shard (no shard_index/row_start attributes); expected several shards of one split, e.g. the parts of a sharded `knntools embed`")
         infos.extend(got)
     infos.sort(key=lambda i: (i.row_start, i.row_stop))
     first = infos[0]

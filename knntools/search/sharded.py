@@ -645,7 +645,7 @@ def merge_neighbor_files(paths: Sequence[str | os.PathLike], output: str | os.Pa
         for kf in files:
             missing = [a for a in SHARD_ATTRS if a not in kf.attrs]
             if missing:
-                raise InputError(f"{kf.path}: attribute {missing[0]} missing; expected a per-shard neighbours file (written by `knntools index PART --query FILE` on a shard PART)")
+                raise InputError(f"{kf.path}: attribute {missing[0]} missing; expected a per-shard neighbours file (a query file searched on one shard PART by `knntools index`)")
         first = files[0]
         for key in ("query_uuid", "layers", "k", "metric", "backend", "exclude_self", "base_total_rows", "base_shard_count", "base_model_uuid", "classes"):
             for kf in files[1:]:
