@@ -9,6 +9,10 @@ knntools pipeline
 with every command's ``--json`` summary saved next to its output, then gathers the summaries into
 one table (``results.md``, ``results.csv``) and one figure (``results.png``) in ``--out``.
 
+Each setting runs in a worker process that executes its steps through ``knntools.cli.main``, the
+console script's own entry point (same outputs and provenance, no interpreter start-up per step);
+``--subprocess`` runs every step as its own ``knntools`` process instead, as the shell would.
+
 Re-runs continue instead of restarting: a step is skipped when its outputs exist and are *current by
 provenance* — the command recorded in the output (``knntools info --json``) is the one this run
 would execute, and the output's parent uuids include the current uuids of its inputs. Change a
@@ -16,7 +20,7 @@ setting, retrain a model or delete a file, and exactly the steps downstream of i
 
 Usage (from the repository root, with knntools installed)::
 
-    python examples/compare.py                              # digits + mlp, about 90 s on 2 cores
+    python examples/compare.py                              # digits + mlp, about 25 s on 2 cores
     python examples/compare.py --dataset fashion-mnist --data-dir /usr/share/datasets/fashion-mnist \\
         --arch dknn-cnn --epochs 3 --out runs/compare-fmnist
     python examples/compare.py --toy --out /tmp/cmp        # CI smoke size
@@ -35,7 +39,8 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +59,46 @@ def knntools_cmd() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "knntools"]
 
 
-class Runner:
-    """Runs knntools steps for one setting, skipping those whose outputs are current."""
+def run_in_process(args: list[str], cwd: Path, log_path: Path) -> tuple[int, str]:
+    """Run ``knntools ARGS`` in this process, as the console script would: same entry point
+    (:func:`knntools.cli.main`), same recorded command line, stdout captured, stderr to ``log_path``.
 
-    def __init__(self, workdir: Path, log: Any, force: bool = False):
+    Saves an interpreter start-up and the torch import per step. Not thread-safe (it changes the
+    working folder, stdout/stderr and torch's thread count): one step at a time per process.
+    """
+    import contextlib
+    import io
+
+    import torch
+
+    from knntools.cli import main as knntools_main
+
+    threads, old_cwd, out = torch.get_num_threads(), os.getcwd(), io.StringIO()
+    code: Any = 0
+    with open(log_path, "w") as err, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        os.chdir(cwd)
+        try:
+            knntools_main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+        finally:
+            os.chdir(old_cwd)
+            torch.set_num_threads(threads)  # a command may have changed it; the next one starts as a fresh process would
+    return (code if isinstance(code, int) else (0 if code is None else 1)), out.getvalue()
+
+
+class Runner:
+    """Runs knntools steps for one setting, skipping those whose outputs are current.
+
+    ``in_process=True`` runs each step through :func:`run_in_process` instead of a new
+    ``knntools`` process (same code path and outputs, no start-up per step).
+    """
+
+    def __init__(self, workdir: Path, log: Any, force: bool = False, in_process: bool = False):
         self.workdir = workdir
         self.log = log
         self.force = force
+        self.in_process = in_process
         self.ran: list[str] = []
         self.reused: list[str] = []
 
@@ -116,13 +154,18 @@ class Runner:
             self.reused.append(name)
             return json.loads(summary_path.read_text())
         t0 = time.time()
-        cmd = [*knntools_cmd(), *args, "--json", "--force"]
-        with open(self.workdir / f"{name}.log", "w") as err:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=self.workdir)
-        if proc.returncode != 0:
-            tail = (self.workdir / f"{name}.log").read_text().strip().splitlines()[-3:]
-            raise RuntimeError(f"{self.workdir.name}/{name} failed (exit {proc.returncode}): {' '.join(args)}\n  " + "\n  ".join(tail))
-        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        log_path = self.workdir / f"{name}.log"
+        if self.in_process:
+            returncode, stdout = run_in_process([*args, "--json", "--force"], self.workdir, log_path)
+        else:
+            cmd = [*knntools_cmd(), *args, "--json", "--force"]
+            with open(log_path, "w") as err:
+                proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=self.workdir)
+            returncode, stdout = proc.returncode, proc.stdout
+        if returncode != 0:
+            tail = log_path.read_text().strip().splitlines()[-3:]
+            raise RuntimeError(f"{self.workdir.name}/{name} failed (exit {returncode}): {' '.join(args)}\n  " + "\n  ".join(tail))
+        summary = json.loads(stdout.strip().splitlines()[-1])
         summary["_seconds"] = round(time.time() - t0, 2)
         summary["_command"] = ["knntools", *args]
         summary_path.write_text(json.dumps(summary, indent=1))
@@ -135,7 +178,7 @@ def run_setting(name: str, spec: tuple[str, float] | None, a: argparse.Namespace
     """Run the whole pipeline for one noise setting; return its summaries."""
     w = (a.out / name).resolve()
     w.mkdir(parents=True, exist_ok=True)
-    r = Runner(w, sys.stderr, force=a.force)
+    r = Runner(w, sys.stderr, force=a.force, in_process=not a.subprocess)
     data = ["--dataset", a.dataset] + (["--data-dir", str(a.data_dir)] if a.data_dir else [])
     s: dict[str, Any] = {}
     train_inputs: list[Path] = []
@@ -290,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="settings run in parallel")
     p.add_argument("--toy", action="store_true", help="CI smoke size: clean + uniform40, 3 epochs, small k")
     p.add_argument("--force", action="store_true", help="re-run every step")
+    p.add_argument("--subprocess", action="store_true",
+                   help="run each step as its own `knntools` process (default: in a worker process per setting, "
+                        "through the same entry point, without a start-up per step)")
     a = p.parse_args(argv)
     small = a.dataset in ("digits", "iris", "wine", "breast-cancer")
     a.arch = a.arch or ("mlp" if small else "dknn-cnn")
@@ -316,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"dataset": a.dataset, "arch": a.arch, "epochs": a.epochs, "seed": a.seed, "calibration": a.calibration,
             "knet_ks": a.knet_ks, "seconds": 0.0, "jobs": jobs, "threads": os.environ.get("OMP_NUM_THREADS", "all cores")}
     done: dict[str, dict[str, Any]] = {}
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    # settings run in parallel worker processes (spawned: no torch state forked into them); each
+    # runs its steps one after another, in-process unless --subprocess
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(run_setting, n, SETTINGS[n], a): n for n in names}
         for fut in as_completed(futures):
             done[futures[fut]] = fut.result()
