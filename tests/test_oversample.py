@@ -189,7 +189,7 @@ def test_cli_bad_input(files, tmp_path, capsys):
     small = tmp_path / "small.h5"
     write_features(small, features=X, labels=y, classes=["a", "b"])
     p = run_inproc(capsys, "oversample", small, "--method", "smote", "-o", tmp_path / "o.h5")
-    assert p.returncode == 2 and "class 1: -k 5 exceeds" in p.stderr and not (tmp_path / "o.h5").exists()
+    assert p.returncode == 2 and "error: --n-neighbors: " in p.stderr and "class 1: k=5 exceeds" in p.stderr and not (tmp_path / "o.h5").exists()
     # the former --k-neighbors spelling still works, with a deprecation line
     p = run_inproc(capsys, "oversample", small, "--method", "smote", "--k-neighbors", "2", "-o", tmp_path / "o2.h5", "--json")
     assert p.returncode == 0, p.stderr

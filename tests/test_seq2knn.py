@@ -349,10 +349,10 @@ def test_cli_bad_input(feature_pair, tmp_path, capsys):
     train, test = feature_pair
     # K larger than the training set
     p = run_inproc(capsys, "seq2knn", train, "-k", "500", "--epochs", "1", "-o", tmp_path / "a.pt")
-    assert p.returncode == 2 and "-k 500 exceeds the 179 candidate rows" in p.stderr and _no_outputs(tmp_path, "a.pt")
+    assert p.returncode == 2 and "error: --n-neighbors: k=500 exceeds the 179 candidate rows" in p.stderr and _no_outputs(tmp_path, "a.pt")
     # B not above K out of core
     p = run_inproc(capsys, "seq2knn", train, "-k", "5", "--out-of-core", "--batch-size", "4", "-o", tmp_path / "a.pt")
-    assert p.returncode == 2 and "--batch-size 4" in p.stderr
+    assert p.returncode == 2 and "error: --batch-size: batch_size=4" in p.stderr
     # unknown model
     p = run_inproc(capsys, "seq2knn", train, "--model", "lstm", "-o", tmp_path / "a.pt")
     assert p.returncode == 2 and "unknown" in p.stderr

@@ -45,7 +45,6 @@ EPILOG = """Examples:
 """
 
 #: Core parameter names (``name=VALUE`` in the core's errors) -> this command's flags.
-FLAGS = {"k": "-k", "method": "--method", "model": "--model", "label_from": "--label-from", "classifiers": "--classifiers"}
 
 
 @handle_errors("oversample")
@@ -72,16 +71,14 @@ def oversample_cli(
     import numpy as np
 
     from knntools.cli._knn_options import data_layer, open_eval
-    from knntools.cli.seq2knn import core_errors_as_flags
     from knntools.io.atomic import check_output_path
     from knntools.io.h5 import KFile
     from knntools.io.kinds import write_features
     from knntools.methods import oversample as ovs
 
     out = Output("oversample", json_mode=json_, quiet=quiet, verbose=verbose)
-    with core_errors_as_flags(FLAGS):
-        method = ovs.check_method(method)
-        clf_names = ovs.check_classifiers(classifiers)
+    method = ovs.check_method(method)
+    clf_names = ovs.check_classifiers(classifiers)
     check_output_path(output, force)
     t0 = time.perf_counter()
     with KFile(train, ("features", "activations")) as kf, contextlib.ExitStack() as stack:
@@ -97,9 +94,8 @@ def oversample_cli(
         import torch
 
         torch.set_num_threads(num_threads)
-    with core_errors_as_flags(FLAGS):
-        res = ovs.oversample(X, y, C, method, model=model, n_neighbors=k, label_from=label_from, max_rounds=max_rounds,
-                             random_state=seed, where=f"{train}: labels")
+    res = ovs.oversample(X, y, C, method, model=model, n_neighbors=k, label_from=label_from, max_rounds=max_rounds,
+                         random_state=seed, where=f"{train}: labels")
     n_syn = int(res.synthetic.sum())
     uuid = write_features(output, features=res.X, labels=res.y, classes=classes, ids=np.concatenate([ids, np.full(n_syn, -1, dtype=np.int64)]),
                           synthetic=res.synthetic, feature_names=fnames,

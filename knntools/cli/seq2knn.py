@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -51,25 +50,6 @@ PANEL_MODEL = "Model and loss (paper defaults)"
 PANEL_TRAIN = "Training"
 PANEL_OOC = "Out-of-core kNN targets"
 PANEL_DEV = "Inference references and documented deviations (old behaviour: --label-bank 4096 --memory-labels --attention-scale --memory-draws 5 --exclude-query)"
-
-#: Core parameter names (as the core's errors print them, ``name=VALUE``) -> this command's flags.
-FLAGS = {"k": "-k", "batch_size": "--batch-size", "val_size": "--val-size", "label_bank": "--label-bank", "batches": "--batches"}
-
-
-@contextlib.contextmanager
-def core_errors_as_flags(flags: dict[str, str]) -> Iterator[None]:
-    """Re-raise a core :class:`InputError` with ``name=VALUE`` written as the command's ``--flag VALUE``."""
-    from knntools.errors import InputError
-
-    try:
-        yield
-    except InputError as exc:
-        msg = str(exc)
-        new = re.sub(r"(?<![\w-])(" + "|".join(map(re.escape, flags)) + r")=(?=\S)", lambda m: flags[m.group(1)] + " ", msg)
-        if new == msg:
-            raise
-        raise type(exc)(new) from None
-
 
 @handle_errors("seq2knn")
 def seq2knn_cli(
@@ -127,7 +107,7 @@ def seq2knn_cli(
         X_test, y_test = (kt.layer(tl), kt.truth_labels()) if kt is not None else (None, None)
         y = kf.read_labels("labels")
         C = kf.n_classes or int(y.max()) + 1
-        with out.progress(f"train {name}", total=epochs) as advance, core_errors_as_flags(FLAGS):
+        with out.progress(f"train {name}", total=epochs) as advance:
             def epoch_done(row: dict) -> None:
                 out.detail(" ".join(f"{key}={v:.4f}" if isinstance(v, float) else f"{key}={v}" for key, v in row.items()))
                 advance(1, loss=row["loss"], **({"val_f1": row["val_f1"]} if "val_f1" in row else {}))

@@ -201,7 +201,7 @@ def check_smote_neighbors(y: np.ndarray, n_classes: int, k_neighbors: int, where
     top = counts.max()
     for c, n in enumerate(counts):
         if 0 < n < top:
-            check_k(k_neighbors, int(n), exclude_self=True, source=f"{where}: class {c}")
+            check_k(k_neighbors, int(n), exclude_self=True, source=f"{where}: class {c}", param="k")
 
 
 def imblearn_oversample(X: np.ndarray, y: np.ndarray, n_classes: int, method: str = "smote", *, k_neighbors: int = 5,
@@ -319,7 +319,7 @@ def check_method(method: str) -> str:
     """
     m = str(method).lower().replace("_", "-")
     if m not in METHODS:
-        raise InputError(f"method={method!r}: expected one of {', '.join(METHODS)}")
+        raise InputError(f"method={method!r}: expected one of {', '.join(METHODS)}", param="method")
     return m
 
 
@@ -334,7 +334,7 @@ def check_classifiers(names: str | Sequence[str]) -> list[str]:
     given = [c.strip() for c in (names.split(",") if isinstance(names, str) else names) if str(c).strip()]
     bad = [c for c in given if c not in CLASSIFIERS]
     if bad or not given:
-        raise InputError(f"classifiers={','.join(given)!r}: unknown {', '.join(bad) or '(empty)'}; expected names from {', '.join(CLASSIFIERS)}")
+        raise InputError(f"classifiers={','.join(given)!r}: unknown {', '.join(bad) or '(empty)'}; expected names from {', '.join(CLASSIFIERS)}", param="classifiers")
     return given
 
 
@@ -407,21 +407,21 @@ def oversample(X: np.ndarray, y: np.ndarray, n_classes: int, method: str = "v2vs
 
     method = check_method(method)
     if label_from not in ("predicted", "source"):
-        raise InputError(f"label_from={label_from!r}: expected predicted or source")
+        raise InputError(f"label_from={label_from!r}: expected predicted or source", param="label_from")
     X = np.asarray(X, dtype=np.float32)
     y = check_labels(y, n_classes, where=where)
     if len(np.unique(y)) < 2:
         raise InputError(f"{where}: a single class present; expected at least two classes to balance")
     if method not in MODEL_METHODS:
         if model is not None:
-            raise InputError(f"model={model}: only used with method v2vsls or mnknn-vec (got method {method})")
+            raise InputError(f"model={model}: only used with method v2vsls or mnknn-vec (got method {method})", param="model")
         scaler = s2k.Standardizer(*s2k.stream_moments(X))
         check_smote_neighbors(y, n_classes, n_neighbors, where=where)
         res = imblearn_oversample(scaler(X), y, n_classes, method, k_neighbors=n_neighbors, random_state=random_state)
         res.info = {"n_neighbors": n_neighbors}
     else:
         if model is None:
-            raise InputError(f"method={method}: expected model=CHECKPOINT.pt (a {method} checkpoint written by `knntools seq2knn`)")
+            raise InputError(f"method={method}: expected model=CHECKPOINT.pt (a {method} checkpoint written by `knntools seq2knn`)", param="model")
         net, ck, scaler = s2k.load_checkpoint(model) if not isinstance(model, tuple) else model
         where = str(model) if not isinstance(model, tuple) else "checkpoint"
         if ck["n_features"] != X.shape[1]:

@@ -73,7 +73,7 @@ def check_metric(metric: str, supported: tuple[str, ...] = METRICS) -> str:
     return metric
 
 
-def check_k(k: Any, n_candidates: int, *, exclude_self: bool = False, source: str | None = None) -> int:
+def check_k(k: Any, n_candidates: int, *, exclude_self: bool = False, source: str | None = None, param: str | None = None) -> int:
     """THE bound rule for a number of neighbours k, used by every method and command (issue 18).
 
     Rule: ``1 <= k <= m`` where ``m`` is the number of candidate rows: ``n_candidates``, or
@@ -105,12 +105,12 @@ def check_k(k: Any, n_candidates: int, *, exclude_self: bool = False, source: st
     """
     prefix = f"{source}: " if source else ""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InputError(f"{prefix}k must be a positive integer (got {k!r})")
+        raise InputError(f"{prefix}k must be a positive integer (got {k!r})", param=param)
     k, n = int(k), int(n_candidates)
     m = n - 1 if exclude_self else n
     if k > m:
         why = ", each row's own row excluded" if exclude_self else ""
-        raise InputError(f"{prefix}k={k} exceeds the {max(m, 0)} candidate rows ({n} rows{why}); expected 1 <= k <= {max(m, 0)}")
+        raise InputError(f"{prefix}k={k} exceeds the {max(m, 0)} candidate rows ({n} rows{why}); expected 1 <= k <= {max(m, 0)}", param=param)
     return k
 
 

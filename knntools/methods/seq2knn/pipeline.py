@@ -47,7 +47,7 @@ def split_validation(y: np.ndarray, n_classes: int, val_size: float = 0.1, *, ra
     N = len(y)
     rows = np.arange(N, dtype=np.int64)
     if not 0.0 <= float(val_size) < 1.0:
-        raise InputError(f"val_size={val_size}: expected a fraction in [0, 1)")
+        raise InputError(f"val_size={val_size}: expected a fraction in [0, 1)", param="val_size")
     if val_size <= 0:
         return rows, rows[:0]
     from sklearn.model_selection import train_test_split
@@ -56,7 +56,7 @@ def split_validation(y: np.ndarray, n_classes: int, val_size: float = 0.1, *, ra
     strat = y if counts[counts > 0].min() >= 2 else None
     n_val = max(1, int(round(val_size * N)))
     if n_val >= N - 1:
-        raise InputError(f"val_size={val_size} leaves {N - n_val} of {N} samples for training; expected at least 2")
+        raise InputError(f"val_size={val_size} leaves {N - n_val} of {N} samples for training; expected at least 2", param="val_size")
     tr, va = train_test_split(rows, test_size=n_val, stratify=strat, random_state=random_state)
     return np.sort(tr), np.sort(va)
 
@@ -200,9 +200,9 @@ def fit_seq2knn(
         y_test = check_labels(y_test, n_classes, where="test labels")
     rng = np.random.default_rng(seed)
     tr_rows, va_rows = split_validation(y, n_classes, val_size, random_state=seed)
-    check_k(K, len(tr_rows), exclude_self=not (out_of_core and include_query))
+    check_k(K, len(tr_rows), exclude_self=not (out_of_core and include_query), param="k")
     if out_of_core and batch_size <= K:
-        raise InputError(f"batch_size={batch_size}: the out-of-core batch B must exceed K={K}")
+        raise InputError(f"batch_size={batch_size}: the out-of-core batch B must exceed K={K}", param="batch_size")
     params = dict(search_params or {})
     scaler = Standardizer(*stream_moments(X, tr_rows)) if standardize else Standardizer.identity(D)
     Xv: Any = RowView(X, scaler) if out_of_core else scaler(take_rows(X, np.arange(N)))

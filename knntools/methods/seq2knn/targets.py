@@ -49,7 +49,7 @@ def full_neighbors(X: np.ndarray, K: int = 5, *, backend: str = "exact", metric:
     from knntools.search.base import check_k
 
     X = np.ascontiguousarray(X, dtype=np.float32)
-    check_k(K, len(X), exclude_self=True)
+    check_k(K, len(X), exclude_self=True, param="k")
     return knn_search(X, None, K, backend=backend, metric=metric, exclude_self=True, **params)
 
 
@@ -182,8 +182,8 @@ def out_of_core_neighbors(
     query_rows = pool if query_rows is None else np.asarray(query_rows, dtype=np.int64)
     check_metric(metric)
     if batches < 1:
-        raise InputError(f"batches={batches}: expected R >= 1")
-    K = check_k(K, len(pool), exclude_self=not include_query)
+        raise InputError(f"batches={batches}: expected R >= 1", param="batches")
+    K = check_k(K, len(pool), exclude_self=not include_query, param="k")
     if batch_size <= K:
         raise InputError(f"batch size B={batch_size} must exceed K={K} (paper: B > K)")
     B = min(batch_size, len(pool))

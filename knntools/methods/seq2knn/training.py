@@ -269,7 +269,7 @@ def _train(name: str, X: Any, y: np.ndarray, n_classes: int, rng: np.random.Gene
     model = build_model(name, D, n_classes, K=K, hidden=st.hidden, tau=st.tau, dropout=st.dropout, memory_labels=st.memory_labels,
                         attention_scale=st.attention_scale).to(device)
     if st.label_bank is not None and st.label_bank < 0:
-        raise InputError(f"label_bank={st.label_bank}: expected 0 (every training row) or a positive number of rows")
+        raise InputError(f"label_bank={st.label_bank}: expected 0 (every training row) or a positive number of rows", param="label_bank")
     bank_rows = rows if not st.label_bank or len(rows) <= st.label_bank else np.sort(rng.choice(rows, int(st.label_bank), replace=False))
     bank_X = np.asarray(X[bank_rows], dtype=np.float32) if isinstance(X, np.ndarray) else SubsetRows(X, bank_rows)
     bank = (bank_X, y[bank_rows])
