@@ -90,7 +90,7 @@ def stratified(y: Any, n: int, seed: int) -> Any:
 
 def make_subset(src: Path, dest: Path, n_train: int, n_test: int, seed: int) -> dict[str, Any]:
     """Write a stratified subset of the Fashion-MNIST IDX files in ``src`` to ``dest`` (once)."""
-    from knntools.io.datasets import read_idx
+    from knntools.io.datasets import find_idx_files, read_idx
 
     meta = {"source": str(src.resolve()), "n_train": n_train, "n_test": n_test, "seed": seed}
     stamp = dest / "subset.json"
@@ -100,23 +100,17 @@ def make_subset(src: Path, dest: Path, n_train: int, n_test: int, seed: int) -> 
             raise SystemExit(f"memorisation: {dest} holds another subset ({old}); use another --out or delete it")
         return meta
     dest.mkdir(parents=True, exist_ok=True)
-    for prefix, n, salt in (("train", n_train, 1), ("t10k", n_test, 2)):
-        img = read_idx(_find(src, f"{prefix}-images-idx3-ubyte"))
-        lab = read_idx(_find(src, f"{prefix}-labels-idx1-ubyte"))
+    for split, prefix, n, salt in (("train", "train", n_train, 1), ("test", "t10k", n_test, 2)):
+        found = find_idx_files("fashion-mnist", split, src)
+        if found is None:
+            raise SystemExit(f"memorisation: --data-dir {src}: the Fashion-MNIST {split} IDX files were not found "
+                             f"(apt-get install dataset-fashion-mnist, or torchvision's FashionMNIST download)")
+        img, lab = read_idx(found[0]), read_idx(found[1])
         rows = stratified(lab, n, seed * 1000 + salt)
         _write_idx(dest / f"{prefix}-images-idx3-ubyte.gz", img[rows])
         _write_idx(dest / f"{prefix}-labels-idx1-ubyte.gz", lab[rows])
     stamp.write_text(json.dumps(meta))
     return meta
-
-
-def _find(folder: Path, stem: str) -> Path:
-    for name in (stem, stem + ".gz"):
-        for cand in (folder / name, folder / "raw" / name, folder / "FashionMNIST" / "raw" / name):
-            if cand.exists():
-                return cand
-    raise SystemExit(f"memorisation: --data-dir {folder}: {stem}[.gz] not found; expected the Fashion-MNIST IDX files "
-                     f"(apt-get install dataset-fashion-mnist, or torchvision's FashionMNIST download)")
 
 
 # ------------------------------------------------------------------------------------------

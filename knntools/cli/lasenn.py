@@ -89,8 +89,6 @@ def lasenn_cli(
     ks = parse_k_list(k_sweep) if k_sweep else None
     w_qs = list(dict.fromkeys(ls.check_w_q(v, "--w-q") for v in parse_float_list(w_q, "--w-q")))
     ls.check_output(network_output)
-    if select_on not in ls.SELECT_ON:
-        raise InputError(f"--select-on {select_on}: expected one of {', '.join(ls.SELECT_ON)}")
     if select_on == "validation" and not 0.0 < val_fraction < 1.0:
         raise InputError(f"--val-fraction {val_fraction}: expected a fraction in (0, 1), e.g. 0.1")
     params = search_params(backend, M=M, ef_construction=ef_construction, ef=ef, num_threads=num_threads or None,

@@ -271,6 +271,29 @@ def _find_idx(ddir: Path, stem: str) -> Path | None:
     return None
 
 
+def find_idx_files(name: str, split: str, data_dir: str | os.PathLike) -> tuple[Path, Path] | None:
+    """The raw IDX files of an MNIST-like set in ``data_dir``, or ``None`` when they are not there.
+
+    Parameters
+    ----------
+    name : {"mnist", "fashion-mnist", "kmnist"}
+    split : {"train", "test"}
+    data_dir : folder holding ``<prefix>-images-idx3-ubyte[.gz]`` and ``<prefix>-labels-idx1-ubyte[.gz]``
+        directly, in ``raw/``, or in torchvision's ``<Name>/raw/`` layout (prefix ``train`` or ``t10k``).
+
+    Returns
+    -------
+    (images_path, labels_path) or None
+    """
+    ddir = Path(data_dir)
+    prefix = "train" if split == "train" else "t10k"
+    for c in (ddir, ddir / _IDX_NAMES[name]):
+        img, lab = _find_idx(c, f"{prefix}-images-idx3-ubyte"), _find_idx(c, f"{prefix}-labels-idx1-ubyte")
+        if img and lab:
+            return img, lab
+    return None
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (optionally gzip-compressed) into a uint8 array.
 
@@ -299,13 +322,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 def _load_idx_set(name: str, split: str, ddir: Path, download: bool) -> Dataset:
     prefix = "train" if split == "train" else "t10k"
-    candidates = [ddir, ddir / _IDX_NAMES[name]]
-    found = None
-    for c in candidates:
-        img, lab = _find_idx(c, f"{prefix}-images-idx3-ubyte"), _find_idx(c, f"{prefix}-labels-idx1-ubyte")
-        if img and lab:
-            found = (img, lab)
-            break
+    found = find_idx_files(name, split, ddir)
     if found is None and download:
         import torchvision.datasets as tvd
 
