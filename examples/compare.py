@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="settings run in parallel")
     p.add_argument("--toy", action="store_true", help="CI smoke size: clean + uniform40, 3 epochs, small k")
     p.add_argument("--force", action="store_true", help="re-run every step")
+    p.add_argument("--json", action="store_true", help="also print one JSON summary (rows, steps run and reused) on stdout")
     p.add_argument("--subprocess", action="store_true",
                    help="run each step as its own `knntools` process (default: in a worker process per setting, "
                         "through the same entry point, without a start-up per step)")
@@ -381,8 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     print((a.out / "results.md").read_text(), file=sys.stderr)
     print(f"compare: {ran} steps run, {reused} reused (current by provenance), {seconds:.0f} s; "
           f"table {a.out / 'results.md'}, {a.out / 'results.csv'}, figure {a.out / 'results.png'}", file=sys.stderr)
-    print(json.dumps({"command": "compare", "out": str(a.out), "rows": rows, "steps_run": ran, "steps_reused": reused,
-                      "seconds": round(seconds, 1)}))
+    if a.json:
+        print(json.dumps({"command": "compare", "out": str(a.out), "rows": rows, "steps_run": ran, "steps_reused": reused,
+                          "seconds": round(seconds, 1)}))
     return 0
 
 

@@ -14,8 +14,9 @@ on the test set as an oracle), 1-NN, DkNN, LaSeNN (w_q chosen on validation rows
 kNet (k chosen on validation rows), and probe's per-layer kNN train/test accuracy and P_SAME. Probe
 also runs on step checkpoints taken over training: the over-fitting curve.
 
-Everything goes through the knntools command line, step by step, with each command's ``--json``
-summary kept beside its output; the table and figures are gathered from those summaries. Re-runs
+Everything goes through the knntools command line, step by step (each setting's steps run in one
+worker process through ``knntools.cli.main``, the console script's entry point; ``--subprocess`` runs
+each as its own ``knntools`` process), with each command's ``--json`` summary kept beside its output; the table and figures are gathered from those summaries. Re-runs
 continue by provenance, like ``examples/compare.py``: a step whose outputs are current is reused.
 
 Usage (from the repository root, with knntools installed)::
@@ -39,7 +40,8 @@ import os
 import struct
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +123,7 @@ def make_subset(src: Path, dest: Path, n_train: int, n_test: int, seed: int) -> 
 def run_setting(name: str, spec: tuple[str, float] | None, a: argparse.Namespace) -> dict[str, Any]:
     w = (a.out / name).resolve()
     w.mkdir(parents=True, exist_ok=True)
-    r = Runner(w, sys.stderr, force=a.force)
+    r = Runner(w, sys.stderr, force=a.force, in_process=not a.subprocess)
     data = ["--dataset", "fashion-mnist", "--data-dir", str(a.subset_dir)]
     s: dict[str, Any] = {"setting": name}
     labels_in: list[Path] = []
@@ -365,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="settings run in parallel (one torch thread each)")
     p.add_argument("--toy", action="store_true", help="CI size: 1000/500 images, one setting (permute32), 4 epochs")
     p.add_argument("--force", action="store_true", help="re-run every step")
+    p.add_argument("--subprocess", action="store_true",
+                   help="run each step as its own `knntools` process (default: in a worker process per setting, "
+                        "through the same entry point, without a start-up per step)")
+    p.add_argument("--json", action="store_true", help="also print one JSON summary (rows, steps run and reused) on stdout")
     a = p.parse_args(argv)
     if a.toy:
         a.n_train, a.n_test, a.epochs, a.checkpoint_every, a.curve_points = 1000, 500, 4, 16, 2
@@ -383,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"memorisation: {a.arch} on {a.n_train}/{a.n_test} Fashion-MNIST images, settings {', '.join(names)} → {a.out}", file=sys.stderr)
     order = sorted(names, key=lambda n: (n != "random", names.index(n)))  # the longest-running probe setting first
     done: dict[str, dict[str, Any]] = {}
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    # settings run in spawned worker processes, each running its steps in-process unless --subprocess
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(run_setting, n, SETTINGS[n], a): n for n in order}
         for fut in as_completed(futures):
             done[futures[fut]] = fut.result()
@@ -399,8 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     print((a.out / "results.md").read_text(), file=sys.stderr)
     print(f"memorisation: {ran} steps run, {reused} reused (current by provenance), {seconds:.0f} s; figures {', '.join(figures)}",
           file=sys.stderr)
-    print(json.dumps({"command": "memorisation", "out": str(a.out), "rows": rows, "figures": figures, "steps_run": ran,
-                      "steps_reused": reused, "seconds": round(seconds, 1)}))
+    if a.json:
+        print(json.dumps({"command": "memorisation", "out": str(a.out), "rows": rows, "figures": figures, "steps_run": ran,
+                          "steps_reused": reused, "seconds": round(seconds, 1)}))
     return 0
 
 

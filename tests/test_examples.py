@@ -32,7 +32,7 @@ def test_example_script_runs_at_toy_size(script, tmp_path):
 @pytest.mark.examples
 def test_compare_toy_and_resume_by_provenance(tmp_path):
     env = _env(tmp_path)
-    cmd = [sys.executable, str(ROOT / "examples" / "compare.py"), "--toy", "--settings", "uniform40", "--out", str(tmp_path / "cmp")]
+    cmd = [sys.executable, str(ROOT / "examples" / "compare.py"), "--toy", "--settings", "uniform40", "--out", str(tmp_path / "cmp"), "--json"]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     s1 = json.loads(first.stdout.strip().splitlines()[-1])
@@ -68,7 +68,7 @@ def test_memorisation_toy_runs_and_resumes(tmp_path):
     """The memorisation study at toy size: every method's column is filled from its command's summary,
     the figures are written, and a re-run reuses every step by provenance."""
     env = _env(tmp_path)
-    cmd = [sys.executable, str(ROOT / "examples" / "memorisation.py"), "--toy", "--data-dir", str(FMNIST), "--out", str(tmp_path / "mem")]
+    cmd = [sys.executable, str(ROOT / "examples" / "memorisation.py"), "--toy", "--data-dir", str(FMNIST), "--out", str(tmp_path / "mem"), "--json"]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     s1 = json.loads(first.stdout.strip().splitlines()[-1])
