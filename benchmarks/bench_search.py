@@ -41,10 +41,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+# knntools before numpy, as the `knntools` command imports it: it sets OPENBLAS_THREAD_TIMEOUT
+# (knntools/__init__.py) before OpenBLAS loads. Every contender in this process shares it.
+import knntools  # noqa: E402,F401
+import numpy as np  # noqa: E402
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -303,7 +306,7 @@ def machine_facts() -> dict[str, str]:
         pass
     blas = "; ".join(f"{i.get('internal_api')} {i.get('version')} kernel {i.get('architecture', '?')} ({Path(i['filepath']).parent.parent.name}/{Path(i['filepath']).name.split('-')[0]})"
                      for i in threadpool_info() if i.get("user_api") == "blas")
-    env = ", ".join(f"{v}={os.environ[v]}" for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS") if v in os.environ) or "none set"
+    env = ", ".join(f"{v}={os.environ[v]}" for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS") if v in os.environ) or "none set"
     return {"cpu": model, "blas": blas + ("" if faiss_loaded else " (faiss not installed)"), "env": env}
 
 

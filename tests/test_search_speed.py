@@ -104,8 +104,9 @@ def test_low_precision_h5_source(data, tmp_path):
 def test_tile_topk_two_stage_equals_topk():
     import torch
 
-    S = torch.from_numpy(np.random.default_rng(1).standard_normal((37, 5000)).astype(np.float32))
-    for k in (1, 3, 10):
+    # 40,001 columns: the two-stage path runs for every k here (k = 75 too), with one tail column
+    S = torch.from_numpy(np.random.default_rng(1).standard_normal((37, 40_001)).astype(np.float32))
+    for k in (1, 3, 10, 75):
         v, c = tile_topk(torch, S, k)
         ref = torch.topk(S, k, dim=1).values
         assert torch.equal(torch.sort(v, dim=1, descending=True).values, ref)

@@ -142,14 +142,17 @@ def _blas_threads(num_threads: int | None) -> Iterator[None]:
 def tile_topk(torch: Any, S: Any, k: int) -> tuple[Any, Any]:
     """The ``k`` largest scores of each row of ``S`` ``(s, m)`` and their columns (unsorted).
 
-    For small ``k`` a two-stage selection: the maximum of every group of :data:`TOPK_GROUP`
-    consecutive columns, the ``k`` best groups, then the best ``k`` of those groups' columns (the
-    top ``k`` of a row always lie in the ``k`` groups with the largest maxima). About twice as fast
-    as ``torch.topk`` over a 60,000-wide row for ``k = 10``; the same values (ties aside).
+    When the row is wide against ``k`` (``m >= 16 * k * TOPK_GROUP``) a two-stage selection: the
+    maximum of every group of :data:`TOPK_GROUP` consecutive columns, the ``k`` best groups, then
+    the best ``k`` of those groups' columns (the top ``k`` of a row always lie in the ``k`` groups
+    with the largest maxima); otherwise ``torch.topk``. Measured on a 2-core AMD EPYC, 1,118 rows
+    of 60,000 scores: 3.7x as fast as ``torch.topk`` at ``k = 10``, 1.8x at ``k = 75``, 1.25x at
+    ``k = 100``; slower once the groups' columns are more than a sixteenth of the row (hence the
+    rule). The same values (ties aside).
     """
     s, m = S.shape
     g = TOPK_GROUP
-    if k > 16 or m < 8 * k * g or not S.is_contiguous() or S.device.type != "cpu":
+    if m < 16 * k * g or not S.is_contiguous() or S.device.type != "cpu":
         return torch.topk(S, k, dim=1, largest=True, sorted=False)
     groups = m // g
     mc = groups * g
