@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         *lines,
         "",
         f"- **k-NN search total {tot_search:.2f} s vs bound {tot_bound:.2f} s: {ratio:.2f}× (goal ≤ {GOAL}×) — {verdict}**",
+        f"- setup (loading the search engine, torch, before the first layer) {t.get('setup', 0.0):.2f} s, outside the layers' stages",
         f"- SVM fit {t['svm_fit']:.2f} s, LR fit {t['lr_fit']:.2f} s, read {t['read']:.2f} s, metrics {t['metrics']:.2f} s; "
         f"probe's own total {t['total']:.2f} s, process wall {wall:.2f} s (includes imports)",
         "",

@@ -245,6 +245,7 @@ def test_cli_knn_votes_brute_force_and_timing(activations_pair, tmp_path, loo):
     stages = ("read_s", "knn_train_s", "knn_test_s", "svm_fit_s", "lr_fit_s", "metrics_s")
     t = res["timing_s"]
     assert t["total"] > 0 and all(t[s[:-2]] >= 0 for s in stages)
+    assert 0 <= t["setup"] < t["total"]  # loading the search engine, outside the layers' stages
     assert [r["layer"] for r in t["per_layer"]] == res["layers"]
     for r in t["per_layer"]:
         assert set(stages) <= set(r) and r["knn_train_s"] > 0 and r["knn_test_s"] > 0 and r["svm_fit_s"] == 0.0

@@ -245,7 +245,7 @@ STAGES = ["read_s", "knn_train_s", "knn_test_s", "svm_fit_s", "lr_fit_s", "metri
 
 def _timing(res: Any, elapsed: float) -> dict[str, Any]:
     infos = res.layers_info
-    return {"total": elapsed, **{s_[:-2]: float(sum(i["timing_s"][s_] for i in infos)) for s_ in STAGES},
+    return {"total": elapsed, "setup": float(res.setup_s), **{s_[:-2]: float(sum(i["timing_s"][s_] for i in infos)) for s_ in STAGES},
             "per_layer": [{"step": i["step"], "layer": i["layer"], "dim": i["dim"], **i["timing_s"]} for i in infos]}
 
 

@@ -437,11 +437,15 @@ class ProbeResult:
         ``pca``, ``fit_samples``, ``converged``, ``timing_s`` (``read_s`` then probe_layer's stages).
     memorization_step : dict layer -> step or None, or None
         With checkpoints: the first step at which the DNN's train accuracy reaches 100 %.
+    setup_s : float
+        Wall seconds before the first layer: loading the exact search's engine (the torch import,
+        about 1-2 s in a fresh process; 0 when already loaded), kept out of the layers' stages.
     """
 
     rows: list[dict[str, Any]]
     layers_info: list[dict[str, Any]]
     memorization_step: dict[str, float | None] | None = None
+    setup_s: float = 0.0
 
 
 def run_probe(
@@ -488,6 +492,10 @@ def run_probe(
     with_steps = any(step is not None for step, _, _ in runs)
     rows: list[dict[str, Any]] = []
     infos: list[dict[str, Any]] = []
+    t_setup = time.perf_counter()
+    if "knn" in clf and cfg.backend == "exact":
+        import torch  # noqa: F401  the exact search's top-k engine, loaded once here, outside the layers' timings
+    setup_s = time.perf_counter() - t_setup
     for step, tr, te in runs:
         y_all = np.asarray(tr.labels)
         base = np.arange(len(y_all)) if tr.rows is None else np.asarray(tr.rows, dtype=np.int64)
@@ -527,4 +535,4 @@ def run_probe(
         for name in layers:
             sel = [r for r in rows if r["layer"] == name and r["classifier"] == "dnn" and r["split"] == "train"]
             memo[name] = memorization_step([r["step"] for r in sel], [r["accuracy"] for r in sel])
-    return ProbeResult(rows=rows, layers_info=infos, memorization_step=memo)
+    return ProbeResult(rows=rows, layers_info=infos, memorization_step=memo, setup_s=setup_s)

@@ -72,8 +72,8 @@ def gemm_engine(width: int, num_threads: int, *, flops: float = float("inf")) ->
     """The faster float32 GEMM on this CPU for operands ``width`` wide: ``"numpy"`` or ``"torch"``.
 
     Measured once per process and width bucket (powers of two from 64 to 4096) with both libraries
-    on the same ``num_threads`` threads: a ``(512, width) x (width, 4096)`` product, best of two
-    after a warm-up (about 30 ms per bucket). ``KNNTOOLS_GEMM=numpy`` or ``torch`` skips the
+    on the same ``num_threads`` threads: a ``(256, width) x (width, cols)`` product of at most about
+    1 GFLOP, best of two after a warm-up (20-70 ms per bucket on 2 cores). ``KNNTOOLS_GEMM=numpy`` or ``torch`` skips the
     measurement; searches under about 2 GFLOP use torch without measuring.
 
     Parameters
@@ -106,10 +106,14 @@ def _measure_engines(width: int, num_threads: int) -> str:
     import torch
     from threadpoolctl import threadpool_limits
 
+    # (256, width) x (width, cols) with cols ~ 1e6 / width, a power of two in [512, 4096]: about
+    # 0.5 GFLOP per product (1 GFLOP at width 4096), so the six products cost 20-100 ms at every
+    # width (a fixed (512, width) x (width, 4096) cost 1 s at width 4096)
+    cols = int(min(4096, max(512, 1 << max(0, round(np.log2(1e6 / width))))))
     rng = np.random.default_rng(0)
-    A = rng.standard_normal((512, width), dtype=np.float32)
-    B = rng.standard_normal((4096, width), dtype=np.float32)
-    C = np.empty((512, 4096), np.float32)
+    A = rng.standard_normal((256, width), dtype=np.float32)
+    B = rng.standard_normal((cols, width), dtype=np.float32)
+    C = np.empty((256, cols), np.float32)
     At, Bt, Ct = torch.from_numpy(A), torch.from_numpy(B), torch.from_numpy(C)
 
     def best(fn: Any) -> float:
