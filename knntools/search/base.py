@@ -243,6 +243,11 @@ class RowSource:
         if not self.data.id.valid:
             raise KnnToolsError(f"{self.name}: the HDF5 file was closed; keep it open while an index fitted on it is searched")
         try:
+            if out is not None and self.dtype == np.float32 and len(self.data.shape) == 2:
+                # straight into the caller's buffer: no fresh 100s-of-MB array to fault in, no second copy
+                dest = out[:m]
+                self.data.read_direct(dest, source_sel=np.s_[start:stop])
+                return dest
             rows = np.asarray(self.data[start:stop]).reshape(m, self.n_features)
         except OSError as exc:  # damaged chunk (Fletcher-32 mismatch) or truncated file
             raise _damaged(self.name, exc) from None

@@ -11,9 +11,14 @@ and merged into a running top-k. Memory therefore stays bounded by the two block
 computed once, at ``fit``. Runs on CUDA when present (``device="auto"``).
 
 GEMM engine (CPU, float32): numpy's BLAS (OpenBLAS in the numpy wheels) or torch's (MKL/oneDNN),
-whichever is faster on this machine, chosen by a one-time measurement per process and operand
-width (:func:`gemm_engine`; ``KNNTOOLS_GEMM=numpy|torch`` forces one). On some CPUs the two differ
-by 1.5-3x (e.g. AMD EPYC: OpenBLAS 170-180 GFLOP/s, torch 115-120 GFLOP/s on 2 cores).
+whichever is faster on this machine. The choice is measured once per process and operand width
+on the search's own first score tile: its query rows are split in four, computed alternately by
+each library into the same buffer, and the faster library on the second pair does the rest (no
+work is repeated; ``KNNTOOLS_GEMM=numpy|torch`` forces one). On some CPUs the two differ by
+1.5-3x (e.g. AMD EPYC: OpenBLAS 170-200 GFLOP/s, torch 115-165 GFLOP/s on 2 cores). Synthetic
+micro-benchmarks mispredicted the winner on the real tiles (torch chosen at d = 3,200, where it
+was 1.5x slower), hence the in-situ measurement; :func:`gemm_engine` is the synthetic one, used
+only for tiles too small to split.
 
 Precision (``precision="float32"``, the default): the expansion ``||q||^2 - 2 q.x + ||x||^2``
 loses digits when two rows are nearly equal, so candidate pairs closer than about 4 % of their
@@ -66,14 +71,48 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 _ENGINE_CACHE: dict[tuple[int, int], str] = {}
 #: Below this many flops a search is too small to be worth measuring the engines: torch is used.
 _ENGINE_MIN_FLOPS = 2e9
+#: A first tile is split to measure the engines when each quarter has at least this many query
+#: rows and this many flops; otherwise :func:`gemm_engine`'s synthetic measurement decides.
+_SPLIT_MIN_ROWS = 32
+_SPLIT_MIN_FLOPS = 2e8
+
+
+def _engine_key(width: int, num_threads: int) -> tuple[int, int]:
+    return int(min(4096, max(64, 1 << max(0, int(width) - 1).bit_length()))), int(num_threads)
+
+
+def _forced_engine() -> str | None:
+    forced = os.environ.get("KNNTOOLS_GEMM", "").strip().lower()
+    return forced if forced in ("numpy", "torch") else None
+
+
+def _split_tile_gemm(torch: Any, qa_np: np.ndarray, xaT_np: np.ndarray, S_np: np.ndarray, qa: Any, xaT: Any, S: Any) -> str | None:
+    """Compute ``S = qa @ xaT`` in four row blocks, numpy / torch / numpy / torch, and return the
+    library that was faster per row on the last two (the first two absorb one-time start-up);
+    None when the tile is too small to split (then nothing is computed)."""
+    s, m = S_np.shape
+    q = s // 4
+    if q < _SPLIT_MIN_ROWS or 2.0 * q * qa_np.shape[1] * m < _SPLIT_MIN_FLOPS:
+        return None
+    bounds = [0, q, 2 * q, 3 * q, s]
+    times = []
+    for j in range(4):
+        a, b = bounds[j], bounds[j + 1]
+        t0 = time.perf_counter()
+        if j % 2 == 0:
+            np.matmul(qa_np[a:b], xaT_np, out=S_np[a:b])
+        else:
+            torch.mm(qa[a:b], xaT, out=S[a:b])
+        times.append((time.perf_counter() - t0) / (b - a))
+    return "numpy" if times[2] <= times[3] else "torch"
 
 
 def gemm_engine(width: int, num_threads: int, *, flops: float = float("inf")) -> str:
     """The faster float32 GEMM on this CPU for operands ``width`` wide: ``"numpy"`` or ``"torch"``.
 
     Measured once per process and width bucket (powers of two from 64 to 4096) with both libraries
-    on the same ``num_threads`` threads: a ``(256, width) x (width, cols)`` product of at most about
-    1 GFLOP, best of two after a warm-up (20-70 ms per bucket on 2 cores). ``KNNTOOLS_GEMM=numpy`` or ``torch`` skips the
+    on the same ``num_threads`` threads: a ``(rows, width) x (width, 4096)`` product of about 1 GFLOP,
+    best of two after a warm-up (30-100 ms per bucket on 2 cores). ``KNNTOOLS_GEMM=numpy`` or ``torch`` skips the
     measurement; searches under about 2 GFLOP use torch without measuring.
 
     Parameters
@@ -90,15 +129,14 @@ def gemm_engine(width: int, num_threads: int, *, flops: float = float("inf")) ->
     str
         ``"numpy"`` or ``"torch"``.
     """
-    forced = os.environ.get("KNNTOOLS_GEMM", "").strip().lower()
-    if forced in ("numpy", "torch"):
+    forced = _forced_engine()
+    if forced:
         return forced
     if flops < _ENGINE_MIN_FLOPS:
         return "torch"
-    bucket = int(min(4096, max(64, 1 << max(0, int(width) - 1).bit_length())))
-    key = (bucket, int(num_threads))
+    key = _engine_key(width, num_threads)
     if key not in _ENGINE_CACHE:
-        _ENGINE_CACHE[key] = _measure_engines(bucket, int(num_threads))
+        _ENGINE_CACHE[key] = _measure_engines(key[0], key[1])
     return _ENGINE_CACHE[key]
 
 
@@ -106,14 +144,15 @@ def _measure_engines(width: int, num_threads: int) -> str:
     import torch
     from threadpoolctl import threadpool_limits
 
-    # (256, width) x (width, cols) with cols ~ 1e6 / width, a power of two in [512, 4096]: about
-    # 0.5 GFLOP per product (1 GFLOP at width 4096), so the six products cost 20-100 ms at every
-    # width (a fixed (512, width) x (width, 4096) cost 1 s at width 4096)
-    cols = int(min(4096, max(512, 1 << max(0, round(np.log2(1e6 / width))))))
+    # (rows, width) x (width, 4096), rows a power of two in [64, 512] for about 1 GFLOP per product
+    # (2 GFLOP at width 4096): the six products cost 30-100 ms at every width. The 4,096 output
+    # columns matter: with 512 of them OpenBLAS ran below its tiles' speed and torch won at width
+    # 4096, where numpy is 1.6x faster on the search's own tiles (2-core AMD EPYC).
+    rows = int(min(512, max(64, 1 << max(0, round(np.log2(1e9 / (2 * width * 4096)))))))
     rng = np.random.default_rng(0)
-    A = rng.standard_normal((256, width), dtype=np.float32)
-    B = rng.standard_normal((cols, width), dtype=np.float32)
-    C = np.empty((256, cols), np.float32)
+    A = rng.standard_normal((rows, width), dtype=np.float32)
+    B = rng.standard_normal((4096, width), dtype=np.float32)
+    C = np.empty((rows, 4096), np.float32)
     At, Bt, Ct = torch.from_numpy(A), torch.from_numpy(B), torch.from_numpy(C)
 
     def best(fn: Any) -> float:
@@ -406,12 +445,19 @@ class ExactIndex(NeighborIndex):
         # and rounded; ||x||^2 is added in float32 after the GEMM (it does not survive rounding).
         augment = metric == "l2" and low is None
         width = d + 1 if augment else d
-        engine = "torch" if (low is not None or not cpu) else gemm_engine(width, torch.get_num_threads(), flops=2.0 * n * nq * width)
+        # float32 on CPU: numpy's BLAS or torch, from the cache / KNNTOOLS_GEMM, else measured on
+        # the first tile (``measure``); small searches use torch unmeasured
+        engine, measure, key = "torch", False, None
+        if low is None and cpu:
+            key = _engine_key(width, torch.get_num_threads())
+            engine = _forced_engine() or _ENGINE_CACHE.get(key) or ""
+            if not engine:
+                engine, measure = ("numpy", True) if 2.0 * n * nq * width >= _ENGINE_MIN_FLOPS else ("torch", False)
         op_dtype = torch.float32 if low is None else low.dtype
         best_d = torch.empty((nq, k), dtype=torch.float32, device=dev)
         best_i = torch.empty((nq, k), dtype=torch.int64, device=dev)
         # numpy-backed buffers when the GEMM runs in numpy (OpenBLAS), so both libraries share them
-        if engine == "numpy":
+        if engine == "numpy":  # (also while measuring) numpy-backed buffers that torch views share
             score_np = np.empty(qb * bb, np.float32)
             xa_np = np.empty((bb, width), np.float32) if metric != "ip" else None
             qa_np = np.empty((qb, width), np.float32)
@@ -468,12 +514,24 @@ class ExactIndex(NeighborIndex):
                         torch.mul(qc, 2, out=qa[:, :d])
                     else:
                         qa.copy_(qc)
-                    if engine == "numpy":
+                    S = score_buf[: s * m].view(s, m)
+                    if measure:  # first tile: computed in four row blocks, alternating the libraries
                         S_np = score_np[: s * m].reshape(s, m)
-                        np.matmul(qa_np[:s], xaT_np, out=S_np)
-                        S = score_buf[: s * m].view(s, m)
+                        choice = _split_tile_gemm(torch, qa_np[:s], xaT_np, S_np, qa, xaT, S)
+                        if choice is None:  # too small to split: the synthetic measurement decides
+                            engine = gemm_engine(width, key[1])
+                        else:
+                            engine = _ENGINE_CACHE[key] = choice
+                        measure = False
+                        if choice is None:
+                            if engine == "numpy":
+                                np.matmul(qa_np[:s], xaT_np, out=S_np)
+                            else:
+                                torch.mm(qa, xaT, out=S)
+                    elif engine == "numpy":
+                        np.matmul(qa_np[:s], xaT_np, out=score_np[: s * m].reshape(s, m))
                     else:
-                        S = torch.mm(qa, xaT, out=score_buf[: s * m].view(s, m))
+                        torch.mm(qa, xaT, out=S)
                 if self_query:
                     lo, hi = max(q0, b0), min(q1, b1)
                     if lo < hi:
