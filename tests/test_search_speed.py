@@ -121,6 +121,40 @@ def test_gemm_engine_choice(monkeypatch):
     assert gemm_engine(100, 1) in ("numpy", "torch")
 
 
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_engine_measured_on_first_tile_keeps_results(monkeypatch, metric):
+    """Unforced and uncached, a large enough search splits its first tile between numpy and torch
+    (four row blocks), records the faster library and returns the float32 brute-force neighbours;
+    h5-free in-memory source, several base blocks so later tiles use the recorded engine."""
+    from knntools.search import exact
+
+    monkeypatch.delenv("KNNTOOLS_GEMM", raising=False)
+    monkeypatch.setattr(exact, "_ENGINE_CACHE", {})
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((16_000, 96), dtype=np.float32)
+    Q = rng.standard_normal((800, 96), dtype=np.float32)
+    index = make_index("exact", metric=metric, device="cpu", base_batch_size=6000).fit(X)
+    _, i = index.kneighbors(Q, 9)
+    assert list(exact._ENGINE_CACHE.values())[0] in ("numpy", "torch") and len(exact._ENGINE_CACHE) == 1
+    assert same_sets(i, float32_brute_force(X, Q, 9, metric))
+
+
+def test_split_tile_gemm_computes_the_whole_product():
+    import torch
+
+    from knntools.search.exact import _split_tile_gemm
+
+    rng = np.random.default_rng(2)
+    A = rng.standard_normal((400, 400), dtype=np.float32)  # quarters of 100 rows, 2.4e8 flops each
+    B = rng.standard_normal((3000, 400), dtype=np.float32)
+    S = np.full((400, 3000), np.nan, np.float32)
+    choice = _split_tile_gemm(torch, A, B.T, S, torch.from_numpy(A), torch.from_numpy(B).t(), torch.from_numpy(S))
+    assert choice in ("numpy", "torch")
+    np.testing.assert_allclose(S, A @ B.T, rtol=1e-4, atol=1e-3)
+    small = np.zeros((8, 30), np.float32)  # too small to split: nothing computed, None
+    assert _split_tile_gemm(torch, A[:8], B[:30].T, small, torch.from_numpy(A[:8]), torch.from_numpy(B[:30]).t(), torch.from_numpy(small)) is None
+
+
 def test_precision_errors():
     from knntools.cli._search_options import search_params
 
