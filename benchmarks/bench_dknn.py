@@ -263,22 +263,14 @@ def main(argv=None) -> None:
                  "loadavg_start": os.getloadavg()}
     if args.hnsw_reuse:
         res["hnsw_reuse"] = hnsw_reuse(args)
-        res["loadavg_end"] = os.getloadavg()
-        res["targets"] = [res["hnsw_reuse"]["target"]]
-        print(res["targets"][0], file=sys.stderr)
-        text = json.dumps(res, indent=2)
-        if args.output:
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output).write_text(text + "\n")
-        print(text)
-        return
-    if not args.skip_raw:
-        res["raw"] = raw_searches(args)
-    res["bound"] = flop_bound(args)
-    if not args.skip_e2e:
-        res["e2e"] = end_to_end(args)
+    else:
+        if not args.skip_raw:
+            res["raw"] = raw_searches(args)
+        res["bound"] = flop_bound(args)
+        if not args.skip_e2e:
+            res["e2e"] = end_to_end(args)
     res["loadavg_end"] = os.getloadavg()
-    res["targets"] = verdicts(res)
+    res["targets"] = [res["hnsw_reuse"]["target"]] if args.hnsw_reuse else verdicts(res)
     for line in res["targets"]:
         print(line, file=sys.stderr)
     text = json.dumps(res, indent=2)

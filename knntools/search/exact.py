@@ -145,9 +145,10 @@ def _measure_engines(width: int, num_threads: int) -> str:
     from threadpoolctl import threadpool_limits
 
     # (rows, width) x (width, 4096), rows a power of two in [64, 512] for about 1 GFLOP per product
-    # (2 GFLOP at width 4096): the six products cost 30-100 ms at every width. The 4,096 output
-    # columns matter: with 512 of them OpenBLAS ran below its tiles' speed and torch won at width
-    # 4096, where numpy is 1.6x faster on the search's own tiles (2-core AMD EPYC).
+    # (2 GFLOP at width 4096): the six products cost 30-100 ms at every width. Small products can
+    # mispredict the search's large tiles (at width 4096 this picked torch on a 2-core AMD EPYC,
+    # where numpy is 1.5x faster on real tiles), so the search measures on its own first tile and
+    # uses this only for tiles too small to split.
     rows = int(min(512, max(64, 1 << max(0, round(np.log2(1e9 / (2 * width * 4096)))))))
     rng = np.random.default_rng(0)
     A = rng.standard_normal((rows, width), dtype=np.float32)
@@ -456,8 +457,9 @@ class ExactIndex(NeighborIndex):
         op_dtype = torch.float32 if low is None else low.dtype
         best_d = torch.empty((nq, k), dtype=torch.float32, device=dev)
         best_i = torch.empty((nq, k), dtype=torch.int64, device=dev)
-        # numpy-backed buffers when the GEMM runs in numpy (OpenBLAS), so both libraries share them
-        if engine == "numpy":  # (also while measuring) numpy-backed buffers that torch views share
+        # numpy-backed buffers when the GEMM runs in numpy (OpenBLAS) or is being measured, so both
+        # libraries share them
+        if engine == "numpy":
             score_np = np.empty(qb * bb, np.float32)
             xa_np = np.empty((bb, width), np.float32) if metric != "ip" else None
             qa_np = np.empty((qb, width), np.float32)
@@ -515,19 +517,15 @@ class ExactIndex(NeighborIndex):
                     else:
                         qa.copy_(qc)
                     S = score_buf[: s * m].view(s, m)
+                    done = False
                     if measure:  # first tile: computed in four row blocks, alternating the libraries
-                        S_np = score_np[: s * m].reshape(s, m)
-                        choice = _split_tile_gemm(torch, qa_np[:s], xaT_np, S_np, qa, xaT, S)
-                        if choice is None:  # too small to split: the synthetic measurement decides
-                            engine = gemm_engine(width, key[1])
-                        else:
-                            engine = _ENGINE_CACHE[key] = choice
                         measure = False
-                        if choice is None:
-                            if engine == "numpy":
-                                np.matmul(qa_np[:s], xaT_np, out=S_np)
-                            else:
-                                torch.mm(qa, xaT, out=S)
+                        choice = _split_tile_gemm(torch, qa_np[:s], xaT_np, score_np[: s * m].reshape(s, m), qa, xaT, S)
+                        done = choice is not None
+                        # too small to split: the synthetic measurement decides
+                        engine = _ENGINE_CACHE[key] = choice if done else gemm_engine(width, key[1])
+                    if done:
+                        pass
                     elif engine == "numpy":
                         np.matmul(qa_np[:s], xaT_np, out=score_np[: s * m].reshape(s, m))
                     else:
